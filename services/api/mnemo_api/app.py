@@ -1,0 +1,84 @@
+"""The FastAPI application: a thin layer over PostgreSQL. No model, no torch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from mnemo_core import __version__, db, migrate
+from mnemo_core import logging as mlog
+from mnemo_core.errors import DatabaseUnavailable
+from mnemo_core.settings import Settings
+
+from mnemo_api import errors
+from mnemo_api.middleware import ApiKeys, BodyLimit
+from mnemo_api.query_embedding import QueryEmbedder
+from mnemo_api.routes import events, jobs, ops, search
+from mnemo_api.state import AppState, QueueStatsCache
+
+log = mlog.get(__name__)
+
+DESCRIPTION = """Memory and code intelligence for AI agents, built only on PostgreSQL.
+
+Writes answer `202` with a job id: the work is queued on PGMQ and done by worker services.
+Poll `GET /v1/jobs/{id}`. With API keys configured, send `X-API-Key`."""
+
+
+async def _migrate_with_retry(settings: Settings, attempts: int = 30) -> None:
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        try:
+            conn = await db.connect(settings.dsn(), application_name="mnemo-api:migrate")
+        except DatabaseUnavailable as exc:
+            if attempt == attempts:
+                raise
+            log.info("waiting_for_database", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        try:
+            await migrate.migrate(conn, embedding_dim=settings.embedding_dim)
+            return
+        finally:
+            await conn.close()
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            await _migrate_with_retry(settings)
+        pool = await db.create_pool(
+            settings.dsn(),
+            application_name="mnemo-api",
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+        )
+        qe = QueryEmbedder(
+            pool,
+            settings.dsn(),
+            timeout_s=settings.query_timeout_s,
+            dead_after_s=settings.worker_dead_after_s,
+        )
+        app.state.mnemo = AppState(settings, pool, qe, QueueStatsCache())
+        log.info("api_ready", model=settings.embedding_model, dim=settings.embedding_dim)
+        try:
+            yield
+        finally:
+            await qe.close()
+            await pool.close()
+
+    app = FastAPI(
+        title="MnemoLite",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (ops.router, events.router, jobs.router, search.router):
+        app.include_router(router)
+    app.add_middleware(ApiKeys, keys=settings.api_key_list, protected=("/v1", "/ui"))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

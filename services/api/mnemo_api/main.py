@@ -1,0 +1,57 @@
+"""``mnemo-api``: serve the HTTP API with uvicorn (the same command locally and in containers)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+import uvicorn
+from mnemo_core import logging as mlog
+from mnemo_core.settings import Settings
+
+from mnemo_api.app import create_app
+
+log = mlog.get(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_bind_error(settings: Settings) -> str | None:
+    """No keys on a non-loopback address lets anyone in: refuse unless told otherwise."""
+    if settings.api_key_list or settings.allow_insecure or is_loopback(settings.api_host):
+        return None
+    return (
+        f"refusing to listen on {settings.api_host} without API keys: set MNEMO_API_KEYS, "
+        "or MNEMO_ALLOW_INSECURE=1 if something else guards this port"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="mnemo-api", description=__doc__)
+    p.add_argument("--host", help="listen address (MNEMO_API_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (MNEMO_API_PORT, default 8000)")
+    args = p.parse_args(argv)
+    overrides = {k: v for k, v in {"api_host": args.host, "api_port": args.port}.items() if v}
+    settings = Settings(**overrides)
+    mlog.configure("api", settings.log_format, settings.log_level)
+    problem = insecure_bind_error(settings)
+    if problem:
+        log.error("insecure_bind_refused", host=settings.api_host)
+        print(f"mnemo-api: {problem}", file=sys.stderr)
+        sys.exit(2)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )

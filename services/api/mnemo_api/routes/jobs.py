@@ -1,0 +1,68 @@
+"""/v1/jobs: poll, list, retry, cancel."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from mnemo_core import jobs
+from mnemo_core.db import transaction
+
+from mnemo_api.state import AppState, state
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+def _cursor(created: dt.datetime, ident: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created.isoformat()}|{ident}".encode()).decode()
+
+
+def _parse_cursor(text: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        created, ident = base64.urlsafe_b64decode(text.encode()).decode().split("|")
+        return dt.datetime.fromisoformat(created), uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPException(422, "query.cursor: not a cursor returned by this API") from exc
+
+
+@router.get("/{job_id}")
+async def get_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
+    """Status, progress {total, done, failed}, attempts, error, timestamps, failed items."""
+    async with st.pool.acquire() as conn:
+        return await jobs.get(conn, job_id)
+
+
+@router.get("")
+async def list_jobs(
+    st: AppState = Depends(state),
+    status: Status | None = None,
+    kind: str | None = Query(default=None, max_length=64),
+    limit: int = Query(default=20, ge=1, le=200),
+    cursor: str | None = Query(default=None, max_length=200),
+) -> dict[str, Any]:
+    """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
+    after = _parse_cursor(cursor) if cursor else None
+    async with st.pool.acquire() as conn:
+        rows = await jobs.list_page(conn, status=status, kind=kind, limit=limit + 1, after=after)
+    page = rows[:limit]
+    nxt = _cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+    return {"jobs": [jobs.to_json(r) for r in page], "next_cursor": nxt}
+
+
+@router.post("/{job_id}/retry")
+async def retry_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
+    """Re-queue the failed items of a failed job (and the skipped ones of a cancelled job)."""
+    async with transaction(st.pool) as conn:
+        return await jobs.retry_events(conn, job_id, message_batch=st.settings.message_batch)
+
+
+@router.post("/{job_id}/cancel")
+async def cancel_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
+    """Stop a queued or running job: workers drop its remaining items."""
+    async with st.pool.acquire() as conn:
+        return await jobs.cancel(conn, job_id)

@@ -1,0 +1,89 @@
+"""/v1/search: cosine similarity over events, with metadata and time filters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query
+from mnemo_core import events
+
+from mnemo_api.schemas import SearchIn
+from mnemo_api.state import AppState, state
+
+router = APIRouter(prefix="/v1/search", tags=["search"])
+
+
+async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
+    started = time.perf_counter()
+    dim = st.settings.embedding_dim
+    if body.vector is not None:
+        if len(body.vector) != dim:
+            raise HTTPException(
+                422, f"body.vector: has {len(body.vector)} dimensions; the model makes {dim}"
+            )
+        vec = np.asarray(body.vector, dtype=np.float32)
+    else:
+        assert body.q is not None
+        vec = await st.query_embedder.embed(body.q)
+    embedded = time.perf_counter()
+    async with st.pool.acquire() as conn:
+        results = await events.search(
+            conn,
+            vec,
+            model=st.settings.embedding_model,
+            limit=body.limit,
+            metadata=body.filter_metadata,
+            ts_start=body.ts_start,
+            ts_end=body.ts_end,
+            ef_search=st.settings.search_ef,
+        )
+    return {
+        "results": results,
+        "count": len(results),
+        "model": st.settings.embedding_model,
+        "took_ms": {
+            "embed": round((embedded - started) * 1000, 2),
+            "total": round((time.perf_counter() - started) * 1000, 2),
+        },
+    }
+
+
+@router.get("")
+async def search_get(
+    st: AppState = Depends(state),
+    q: Annotated[str, Query(min_length=1, max_length=8192)] = ...,  # type: ignore[assignment]
+    limit: Annotated[int, Query(ge=1, le=200)] = 10,
+    filter_metadata: Annotated[str | None, Query(max_length=8192)] = None,
+    ts_start: dt.datetime | None = None,
+    ts_end: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Text search: ``filter_metadata`` is a JSON object the metadata must contain."""
+    try:
+        body = SearchIn(
+            q=q,
+            limit=limit,
+            filter_metadata=filter_metadata,  # type: ignore[arg-type]  # parsed by a validator
+            ts_start=ts_start,
+            ts_end=ts_end,
+        )
+    except ValueError as exc:
+        raise HTTPException(422, f"query: {_first_error(exc)}") from exc
+    return await _search(body, st)
+
+
+@router.post("")
+async def search_post(body: SearchIn, st: AppState = Depends(state)) -> dict[str, Any]:
+    """Search by text (``q``) or by ``vector``, with the same filters."""
+    return await _search(body, st)
+
+
+def _first_error(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ()))
+        return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
+    return str(exc)

@@ -1,0 +1,43 @@
+"""What the routes share, created by the lifespan and handed down through ``app.state``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from fastapi import Request
+from mnemo_core import queue
+from mnemo_core.settings import Settings
+
+from mnemo_api.query_embedding import QueryEmbedder
+
+
+@dataclass
+class QueueStatsCache:
+    """pgmq.metrics_all() counts rows: run it at most every ``ttl_s`` seconds."""
+
+    ttl_s: float = 2.0
+    _at: float = 0.0
+    _value: list[dict[str, Any]] = field(default_factory=list)
+
+    async def get(self, pool: asyncpg.Pool) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if now - self._at > self.ttl_s:
+            async with pool.acquire() as conn:
+                self._value = [s.to_json() for s in await queue.stats(conn)]
+            self._at = now
+        return self._value
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    pool: asyncpg.Pool
+    query_embedder: QueryEmbedder
+    queue_stats: QueueStatsCache
+
+
+def state(request: Request) -> AppState:
+    return request.app.state.mnemo

@@ -1,0 +1,1 @@
+"""``mnemo``: the command line for people (HTTP to the API) and the local runner (`mnemo up`)."""

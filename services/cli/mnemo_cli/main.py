@@ -1,0 +1,268 @@
+"""``mnemo``: run MnemoLite locally and talk to it.
+
+Human output by default, ``--json`` for scripts. Talks HTTP to MNEMO_URL
+(default http://127.0.0.1:8000) with MNEMO_API_KEY."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from mnemo_cli.client import ApiError, Client
+
+FINISHED = ("succeeded", "failed", "cancelled")
+console = Console()
+err = Console(stderr=True)
+
+
+def _meta(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"mnemo: --meta wants key=value, got {p!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _print(args: argparse.Namespace, data: Any, human: Any = None) -> None:
+    if args.json or human is None:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        human(data)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from mnemo_core import logging as mlog
+    from mnemo_core.settings import Settings
+
+    from mnemo_cli.runner import up
+
+    overrides = {
+        k: v
+        for k, v in {"embedders": args.embedders, "indexers": args.indexers}.items()
+        if v is not None
+    }
+    settings = Settings(**overrides)
+    mlog.configure("mnemo-up", settings.log_format, settings.log_level)
+    return up(settings)
+
+
+def cmd_events_add(args: argparse.Namespace, c: Client) -> int:
+    body = {"content": {"text": args.text}, "metadata": _meta(args.meta or [])}
+    data = c.post("/v1/events", json=body)
+    _print(
+        args,
+        data,
+        lambda d: console.print(
+            f"event [bold]{d['event_id']}[/] {d['status']}"
+            + (f", job [bold]{d['job_id']}[/]" if d.get("job_id") else "")
+        ),
+    )
+    return 0
+
+
+def _job_line(j: dict[str, Any]) -> str:
+    p = j["progress"]
+    counts = f"{p['done']}/{p['total']} failed {p['failed']}"
+    return f"{j['id']}  {j['kind']:<14} {j['status']:<10} {counts}"
+
+
+def _show_job(j: dict[str, Any]) -> None:
+    console.print(_job_line(j))
+    if j.get("error"):
+        console.print(f"  error: {j['error']}", style="red")
+    for f in j.get("failures", [])[:20]:
+        console.print(f"  failed {f['item_kind']} {f['item_id']}: {f['error']}", style="red")
+
+
+def cmd_jobs_show(args: argparse.Namespace, c: Client) -> int:
+    job = c.get(f"/v1/jobs/{args.id}")
+    if args.watch and job["status"] not in FINISHED:
+        job = _watch_job(c, args.id, job, quiet=args.json)
+    _print(args, job, _show_job)
+    return 0 if job["status"] != "failed" else 1
+
+
+def _watch_job(c: Client, job_id: str, job: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task(
+            job["kind"], total=job["progress"]["total"] or None, status=job["status"]
+        )
+        while job["status"] not in FINISHED:
+            time.sleep(0.5)
+            job = c.get(f"/v1/jobs/{job_id}")
+            p = job["progress"]
+            bar.update(
+                task,
+                total=p["total"] or None,
+                completed=p["done"] + p["failed"],
+                status=job["status"],
+            )
+    return job
+
+
+def cmd_jobs_list(args: argparse.Namespace, c: Client) -> int:
+    params = {
+        k: v
+        for k, v in {"status": args.status, "kind": args.kind, "limit": args.limit}.items()
+        if v
+    }
+    data = c.get("/v1/jobs", params=params)
+    def human(d: dict[str, Any]) -> None:
+        for j in d["jobs"]:
+            console.print(_job_line(j))
+
+    _print(args, data, human)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, c: Client) -> int:
+    params: dict[str, Any] = {"q": args.text, "limit": args.limit}
+    if args.filter:
+        params["filter_metadata"] = json.dumps(_meta(args.filter))
+    data = c.get("/v1/search", params=params)
+
+    def human(d: dict[str, Any]) -> None:
+        for r in d["results"]:
+            text = next(
+                (
+                    r["content"].get(k)
+                    for k in ("text", "body", "message", "content", "title")
+                    if isinstance(r["content"].get(k), str)
+                ),
+                json.dumps(r["content"]),
+            )
+            console.print(f"[bold]{r['score']:.3f}[/]  {r['id']}  {text[:100]}")
+        if not d["results"]:
+            console.print("no results")
+
+    _print(args, data, human)
+    return 0
+
+
+def _queue_table(d: dict[str, Any]) -> Table:
+    t = Table("queue", "depth", "visible", "in flight", "oldest s", "dead letters", "total sent")
+    for q in d["queues"]:
+        t.add_row(
+            q["queue"],
+            str(q["depth"]),
+            str(q["visible"]),
+            str(q["in_flight"]),
+            str(q["oldest_age_s"] if q["oldest_age_s"] is not None else "-"),
+            str(q["dead_letters"] if q["dead_letters"] is not None else "-"),
+            str(q["total_messages"]),
+        )
+    return t
+
+
+def cmd_queues(args: argparse.Namespace, c: Client) -> int:
+    if not args.watch:
+        _print(args, c.get("/v1/queues"), lambda d: console.print(_queue_table(d)))
+        return 0
+    from rich.live import Live
+
+    with Live(_queue_table(c.get("/v1/queues")), console=console, refresh_per_second=1) as live:
+        while True:
+            time.sleep(args.interval)
+            live.update(_queue_table(c.get("/v1/queues")))
+
+
+def cmd_workers(args: argparse.Namespace, c: Client) -> int:
+    def human(d: dict[str, Any]) -> None:
+        t = Table("id", "kind", "alive", "last heartbeat", "processed", "failed", "batch")
+        for w in d["workers"]:
+            t.add_row(
+                w["id"],
+                w["kind"],
+                "yes" if w["alive"] else "no",
+                w["last_heartbeat"],
+                str(w["processed"]),
+                str(w["failed"]),
+                str(w["batch_size"]),
+            )
+        console.print(t)
+
+    _print(args, c.get("/v1/workers"), human)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mnemo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--url", help="API URL (MNEMO_URL)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="start PostgreSQL, the API and the workers locally")
+    up.add_argument("--embedders", type=int, help="embedder processes (MNEMO_EMBEDDERS)")
+    up.add_argument("--indexers", type=int, help="indexer processes (MNEMO_INDEXERS)")
+    up.set_defaults(fn=cmd_up, local=True)
+
+    ev = sub.add_parser("events", help="store events").add_subparsers(dest="sub", required=True)
+    add = ev.add_parser("add", help="store a note; its embedding is queued")
+    add.add_argument("text")
+    add.add_argument("--meta", action="append", metavar="K=V", help="metadata (repeatable)")
+    add.set_defaults(fn=cmd_events_add)
+
+    jb = sub.add_parser("jobs", help="inspect jobs").add_subparsers(dest="sub", required=True)
+    show = jb.add_parser("show", help="one job")
+    show.add_argument("id")
+    show.add_argument("--watch", action="store_true", help="progress bar until it finishes")
+    show.set_defaults(fn=cmd_jobs_show)
+    ls = jb.add_parser("list", help="recent jobs, newest first")
+    ls.add_argument("--status")
+    ls.add_argument("--kind")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.set_defaults(fn=cmd_jobs_list)
+
+    se = sub.add_parser("search", help="semantic search over events")
+    se.add_argument("text")
+    se.add_argument("--limit", type=int, default=10)
+    se.add_argument("--filter", action="append", metavar="K=V", help="metadata must contain")
+    se.set_defaults(fn=cmd_search)
+
+    qu = sub.add_parser("queues", help="queue depth table")
+    qu.add_argument("--watch", action="store_true", help="refresh live")
+    qu.add_argument("--interval", type=float, default=2.0)
+    qu.set_defaults(fn=cmd_queues)
+
+    wk = sub.add_parser("workers", help="workers and their heartbeats")
+    wk.set_defaults(fn=cmd_workers)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "local", False):
+        sys.exit(args.fn(args))
+    client = Client(args.url)
+    try:
+        code = args.fn(args, client)
+    except ApiError as exc:
+        err.print(f"mnemo: {exc}", style="red")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        client.close()
+    sys.exit(code)

@@ -1,0 +1,34 @@
+"""The project's own errors. Driver errors are translated into these at one boundary (db.py)."""
+
+from __future__ import annotations
+
+
+class MnemoError(Exception):
+    """Base of every MnemoLite error."""
+
+
+class DatabaseUnavailable(MnemoError):
+    """PostgreSQL cannot be reached (down, restarting, pool exhausted)."""
+
+
+class MigrationError(MnemoError):
+    """The schema cannot be brought to the expected state."""
+
+
+class NotFound(MnemoError):
+    def __init__(self, what: str, ident: object) -> None:
+        super().__init__(f"{what} {ident} not found")
+        self.what = what
+        self.ident = ident
+
+
+class Conflict(MnemoError):
+    """The request contradicts the current state (e.g. cancelling a finished job)."""
+
+
+class EmbedderUnavailable(MnemoError):
+    """No live embedder answered a query embedding in time."""
+
+
+class PoisonMessage(MnemoError):
+    """A queue message that can never be processed: dead-letter it at once."""

@@ -1,0 +1,183 @@
+"""Events: MnemoLite's memory rows. Data access named by intent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+from mnemo_core import jobs, queue
+from mnemo_core.errors import NotFound
+from mnemo_core.items import Item, Moved
+from mnemo_core.messages import EmbedMessage, chunked
+from mnemo_core.queries import Q
+from mnemo_core.text import event_text
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    content: dict[str, Any]
+    metadata: dict[str, Any]
+    timestamp: dt.datetime | None
+    embedding: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Ingested:
+    job_id: uuid.UUID | None
+    event_ids: list[uuid.UUID]
+    queued: int
+
+
+def to_json(row: asyncpg.Record, score: float | None = None) -> dict[str, Any]:
+    out = {
+        "id": str(row["id"]),
+        "timestamp": row["timestamp"].isoformat(),
+        "content": row["content"],
+        "metadata": row["metadata"],
+        "embedding_model": row["embedding_model"],
+        "embedding_status": row["embedding_status"],
+        "job_id": str(row["job_id"]) if row["job_id"] else None,
+        "created_at": row["created_at"].isoformat(),
+    }
+    if "embedding_error" in row.keys():
+        out["embedding_error"] = row["embedding_error"]
+    if score is not None:
+        out["score"] = score
+    return out
+
+
+async def ingest(
+    conn: asyncpg.Connection,
+    items: Sequence[NewEvent],
+    *,
+    model: str,
+    message_batch: int,
+    job_kind: str = "embed_events",
+) -> Ingested:
+    """Insert events and queue the ones that need an embedding, in the caller's transaction:
+    a job exists iff its work is queued."""
+    now = dt.datetime.now(dt.UTC)
+    ids = [uuid.uuid4() for _ in items]
+    statuses: list[str] = []
+    models: list[str | None] = []
+    to_queue: list[str] = []
+    for ident, ev in zip(ids, items, strict=True):
+        if ev.embedding is not None:
+            statuses.append("done")
+            models.append(model)
+        elif event_text(ev.content) is None:
+            statuses.append("skipped")
+            models.append(None)
+        else:
+            statuses.append("pending")
+            models.append(None)
+            to_queue.append(str(ident))
+    job_id = None
+    if to_queue:
+        job_id = await jobs.create(conn, job_kind, len(to_queue), {"events": len(items)})
+    await conn.execute(
+        Q["insert_events"],
+        ids,
+        [ev.timestamp or now for ev in items],
+        [ev.content for ev in items],
+        [ev.metadata for ev in items],
+        [ev.embedding for ev in items],
+        models,
+        statuses,
+        job_id,
+    )
+    await queue.send_many(
+        conn,
+        queue.EMBED,
+        [
+            EmbedMessage(job_id, "event", tuple(b)).to_json()
+            for b in chunked(to_queue, message_batch)
+        ],
+    )
+    return Ingested(job_id, ids, len(to_queue))
+
+
+async def get(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]:
+    row = await conn.fetchrow(Q["get_event"], event_id)
+    if row is None:
+        raise NotFound("event", event_id)
+    return to_json(row)
+
+
+async def merge_metadata(
+    conn: asyncpg.Connection, event_id: uuid.UUID, patch: dict[str, Any]
+) -> dict[str, Any]:
+    row = await conn.fetchrow(Q["merge_event_metadata"], event_id, patch)
+    if row is None:
+        raise NotFound("event", event_id)
+    return to_json(row)
+
+
+async def delete(conn: asyncpg.Connection, event_id: uuid.UUID) -> None:
+    """Delete an event; one still waiting for its embedding leaves its job's total."""
+    row = await conn.fetchrow(Q["delete_event"], event_id)
+    if row is None:
+        raise NotFound("event", event_id)
+    if row["job_id"] is not None and row["embedding_status"] == "pending":
+        await jobs.progress(conn, row["job_id"], total=-1)
+
+
+async def search(
+    conn: asyncpg.Connection,
+    vector: np.ndarray,
+    *,
+    model: str,
+    limit: int,
+    metadata: dict[str, Any] | None,
+    ts_start: dt.datetime | None,
+    ts_end: dt.datetime | None,
+    ef_search: int,
+) -> list[dict[str, Any]]:
+    async with conn.transaction():
+        # Iterative scans keep HNSW recall when filters discard many neighbours (pgvector 0.8).
+        await conn.execute(f"SET LOCAL hnsw.ef_search = {max(int(ef_search), limit)}")
+        await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        rows = await conn.fetch(
+            Q["search_events"], vector, model, metadata, ts_start, ts_end, limit
+        )
+    # relaxed_order may return rows slightly out of order; put them back by score.
+    return sorted(
+        (to_json(r, float(r["score"])) for r in rows), key=lambda e: e["score"], reverse=True
+    )
+
+
+class EventStore:
+    """The embedder's view of events."""
+
+    kind = "event"
+
+    async def load(self, conn: asyncpg.Connection, ids: list[str]) -> list[Item]:
+        rows = await conn.fetch(Q["events_to_embed"], ids)
+        return [
+            Item(
+                r["id"],
+                event_text(r["content"]),
+                r["embedding_status"],
+                r["job_id"],
+                r["job_status"],
+            )
+            for r in rows
+        ]
+
+    async def store(
+        self, conn: asyncpg.Connection, ids: list[str], vectors: list[np.ndarray], model: str
+    ) -> Moved:
+        rows = await conn.fetch(Q["store_event_embeddings"], ids, vectors, model)
+        return Moved([(r["id"], r["job_id"]) for r in rows])
+
+    async def settle(
+        self, conn: asyncpg.Connection, ids: list[str], status: str, error: str | None
+    ) -> Moved:
+        rows = await conn.fetch(Q["settle_events"], ids, status, error)
+        return Moved([(r["id"], r["job_id"]) for r in rows])

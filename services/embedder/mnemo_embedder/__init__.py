@@ -1,0 +1,1 @@
+"""The embedder service: reads `embed` and `embed_query`, writes vectors."""

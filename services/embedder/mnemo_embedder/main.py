@@ -1,0 +1,65 @@
+"""``mnemo-embedder``: the embedding worker (the same command locally and in containers)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from mnemo_core import db, service, workers
+from mnemo_core import logging as mlog
+from mnemo_core.settings import Settings
+
+from mnemo_embedder import model as models
+from mnemo_embedder.worker import EmbedWorker
+
+log = mlog.get(__name__)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mnemo-embedder", description=__doc__)
+    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 iff an embedder on this host beat recently",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads (MNEMO_TORCH_THREADS)")
+    return p.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace, settings: Settings) -> int:
+    if args.check:
+        ok = await service.check_heartbeat(settings.dsn(), "embedder", settings.worker_dead_after_s)
+        return 0 if ok else 1
+    worker_id = workers.new_worker_id("embedder")
+    app_name = f"mnemo-embedder:{worker_id}"
+    await service.wait_for_schema(settings.dsn(), application_name=app_name)
+    threads = args.threads if args.threads is not None else settings.torch_threads
+    model = await asyncio.to_thread(
+        models.load,
+        settings.embedding_model,
+        dim=settings.embedding_dim,
+        batch_size=settings.batch_size,
+        threads=threads,
+    )
+    log.info("model_loaded", model=model.name, dim=model.dim)
+    pool = await db.create_pool(settings.dsn(), application_name=app_name, min_size=1, max_size=4)
+    try:
+        worker = EmbedWorker(pool, model, settings, worker_id=worker_id, once=args.once)
+        await service.run_until_stopped(worker.run(), worker.stop, grace_s=settings.grace_period_s)
+    finally:
+        await pool.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = Settings()
+    mlog.configure("embedder", settings.log_format, settings.log_level)
+    try:
+        code = asyncio.run(amain(args, settings))
+    except Exception as exc:
+        log.exception("embedder_failed", error=str(exc))
+        code = 1
+    sys.exit(code)

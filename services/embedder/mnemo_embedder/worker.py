@@ -1,0 +1,405 @@
+"""The embed worker: read a batch, encode outside any transaction, then write vectors,
+job progress and the acknowledgement in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import numpy as np
+from mnemo_core import db, jobs, queue, vectors, workers
+from mnemo_core import logging as mlog
+from mnemo_core.errors import PoisonMessage
+from mnemo_core.events import EventStore
+from mnemo_core.items import Item, ItemStore, Moved
+from mnemo_core.messages import EmbedMessage, parse_embed
+from mnemo_core.queries import Q
+from mnemo_core.retry import DeadLetter, Retry, decide, exhausted
+from mnemo_core.settings import Settings
+
+from mnemo_embedder.model import Model
+
+log = mlog.get(__name__)
+
+QUERY_CHANNEL = "mnemo_embed_query"
+MAX_GROUP_ITEMS = 256
+
+
+@dataclass
+class Work:
+    """One message in hand and what it turned out to need."""
+
+    msg: queue.Message
+    parsed: EmbedMessage | None = None
+    texts: dict[str, str] = field(default_factory=dict)  # item id -> text to embed
+    skip: list[str] = field(default_factory=list)  # pending items without text
+    cancel: list[str] = field(default_factory=list)  # pending items of cancelled jobs
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    dead: str | None = None  # dead-letter reason
+    retry_s: int | None = None
+
+
+class EmbedWorker:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        model: Model,
+        settings: Settings,
+        *,
+        worker_id: str,
+        once: bool = False,
+        stores: dict[str, ItemStore] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.model = model
+        self.settings = settings
+        self.worker_id = worker_id
+        self.once = once
+        self.stores: dict[str, ItemStore] = stores or {"event": EventStore()}
+        self._stop = asyncio.Event()
+        # One thread owns the model. Batches go in slices, so a query embedding waits for
+        # at most one slice, never a whole batch.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        self._processed = 0
+        self._failed = 0
+        self._last_batch = 0
+        self._query_wake = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("worker_stopping", worker_id=self.worker_id)
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self._with_db(
+            lambda c: workers.register(c, self.worker_id, "embedder", self.settings.batch_size)
+        )
+        log.info("worker_started", worker_id=self.worker_id, model=self.model.name, once=self.once)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                if not self.once:
+                    tg.create_task(self._query_loop(), name="query-embeddings")
+                tg.create_task(self._batch_loop(), name="batches")
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        try:
+            await self._with_db(self._final_beat)
+        except Exception as exc:  # the database may be gone; the heartbeat will age out
+            log.warning("final_heartbeat_failed", error=str(exc))
+        log.info("worker_stopped", worker_id=self.worker_id, processed=self._processed)
+
+    async def _final_beat(self, conn: asyncpg.Connection) -> None:
+        await self._beat(conn)
+        await workers.stopped(conn, self.worker_id)
+
+    async def _with_db(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
+        async with self.pool.acquire() as conn:
+            return await fn(conn)
+
+    # -- side loops ----------------------------------------------------------------------
+
+    async def _beat(self, conn: asyncpg.Connection) -> None:
+        processed, failed = self._processed, self._failed
+        await workers.beat(conn, self.worker_id, processed, failed, self._last_batch)
+        self._processed -= processed
+        self._failed -= failed
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._with_db(self._beat)
+            except db.UNAVAILABLE_ERRORS as exc:
+                log.warning("heartbeat_failed", error=str(exc))
+            await _wait(self._stop, self.settings.heartbeat_s)
+
+    async def _query_loop(self) -> None:
+        """Answer query embeddings for search: woken by NOTIFY, polling once a second too."""
+        listener: asyncpg.Connection | None = None
+        while not self._stop.is_set():
+            try:
+                if listener is None or listener.is_closed():
+                    listener = await db.connect(
+                        self.settings.dsn(), application_name=f"mnemo-embedder:{self.worker_id}"
+                    )
+                    await listener.add_listener(QUERY_CHANNEL, lambda *_: self._query_wake.set())
+                answered = await self._answer_queries()
+                if not answered:
+                    await _wait(self._query_wake, 1.0)
+                    self._query_wake.clear()
+            except db.UNAVAILABLE_ERRORS as exc:
+                log.warning("query_loop_db_error", error=str(exc))
+                listener = None
+                await _wait(self._stop, 1.0)
+        if listener is not None and not listener.is_closed():
+            await listener.close()
+
+    async def _answer_queries(self) -> int:
+        async with self.pool.acquire() as conn:
+            msgs = await queue.read(conn, queue.EMBED_QUERY, vt=30, qty=32)
+        if not msgs:
+            return 0
+        now = time.time()
+        fresh, texts = [], []
+        for m in msgs:
+            body = m.body if isinstance(m.body, dict) else {}
+            text, reply = body.get("text"), body.get("reply_to")
+            age = now - m.enqueued_at.timestamp()
+            if (
+                isinstance(text, str)
+                and isinstance(reply, str)
+                and age < self.settings.query_timeout_s
+            ):
+                fresh.append((m, body))
+                texts.append(text)
+        payloads: list[tuple[str, str]] = []
+        if texts:
+            try:
+                vecs = await self._encode(texts)
+                for (_, body), vec in zip(fresh, vecs, strict=True):
+                    payloads.append(
+                        (body["reply_to"], f"ok:{body.get('rid')}:{vectors.encode(vec)}")
+                    )
+            except Exception as exc:
+                for _, body in fresh:
+                    payloads.append((body["reply_to"], f"err:{body.get('rid')}:{str(exc)[:200]}"))
+        async with self.pool.acquire() as conn, conn.transaction():
+            for channel, payload in payloads:
+                await conn.execute(Q["answer_query"], channel, payload)
+            await queue.delete(conn, queue.EMBED_QUERY, [m.msg_id for m in msgs])
+        return len(msgs)
+
+    # -- batches -------------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                msgs = await self._read_batch()
+            except db.UNAVAILABLE_ERRORS as exc:
+                log.warning("read_failed", error=str(exc), retry_in_s=backoff)
+                await _wait(self._stop, backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            if not msgs:
+                if self.once:
+                    self.stop()
+                continue
+            groups = _groups(msgs, MAX_GROUP_ITEMS)
+            for i, group in enumerate(groups):
+                if self._stop.is_set() and not self.once:
+                    # Stopping: hand back what we have not started, so others take it now.
+                    await self._release([m.msg_id for g in groups[i:] for m in g])
+                    break
+                await self._process(group)
+
+    async def _release(self, msg_ids: list[int]) -> None:
+        async with self.pool.acquire() as conn:
+            await queue.release(conn, queue.EMBED, msg_ids)
+
+    async def _read_batch(self) -> list[queue.Message]:
+        poll = 0 if self.once else self.settings.poll_seconds
+        async with self.pool.acquire() as conn:
+            return await queue.read(
+                conn,
+                queue.EMBED,
+                vt=self.settings.visibility_timeout_s,
+                qty=self.settings.message_batch,
+                poll_s=poll,
+            )
+
+    async def _process(self, msgs: list[queue.Message]) -> None:
+        started = time.perf_counter()
+        work = [Work(m) for m in msgs]
+        await self._triage(work)
+        await self._embed(work)
+        try:
+            n = await asyncio.shield(self._write(work))
+        except db.UNAVAILABLE_ERRORS as exc:
+            # Nothing was acknowledged: the messages come back after their visibility timeout.
+            log.warning("write_failed", error=str(exc), messages=len(msgs))
+            return
+        self._last_batch = n
+        log.info(
+            "batch_embedded",
+            queue=queue.EMBED,
+            messages=len(msgs),
+            n=n,
+            ms=round((time.perf_counter() - started) * 1000),
+        )
+
+    async def _triage(self, work: list[Work]) -> None:
+        """Parse messages and load the current rows behind them."""
+        for w in work:
+            if exhausted(w.msg.read_ct, self.settings.max_attempts):
+                w.dead = f"delivered {w.msg.read_ct} times without success"
+            try:
+                w.parsed = parse_embed(w.msg.body)
+            except PoisonMessage as exc:
+                w.dead = f"poison message: {exc}"
+        by_kind: dict[str, list[Work]] = {}
+        for w in work:
+            if w.parsed is not None:
+                by_kind.setdefault(w.parsed.kind, []).append(w)
+        async with self.pool.acquire() as conn:
+            for kind, ws in by_kind.items():
+                store = self.stores.get(kind)
+                if store is None:
+                    for w in ws:
+                        w.dead = f"poison message: no store for kind {kind!r} in this embedder"
+                    continue
+                ids = [i for w in ws for i in w.parsed.ids]  # type: ignore[union-attr]
+                items = {it.id: it for it in await store.load(conn, ids)}
+                for w in ws:
+                    _plan(w, items)
+
+    async def _embed(self, work: list[Work]) -> None:
+        todo = [w for w in work if w.dead is None and w.texts]
+        texts = [t for w in todo for t in w.texts.values()]
+        if not texts:
+            return
+        try:
+            vecs = await self._encode(texts)
+        except Exception as exc:
+            if len(todo) == 1:
+                self._fail(todo[0], exc)
+                return
+            # Find the message whose text breaks the model; the others go through.
+            log.warning("batch_encode_failed", error=str(exc), messages=len(todo))
+            for w in todo:
+                try:
+                    w.vectors = dict(
+                        zip(w.texts, await self._encode(list(w.texts.values())), strict=True)
+                    )
+                except Exception as one:
+                    self._fail(w, one)
+            return
+        pos = 0
+        for w in todo:
+            n = len(w.texts)
+            w.vectors = dict(zip(w.texts, vecs[pos : pos + n], strict=True))
+            pos += n
+
+    def _fail(self, w: Work, exc: BaseException) -> None:
+        decision = decide(exc, w.msg.read_ct, self.settings.max_attempts)
+        if isinstance(decision, DeadLetter):
+            w.dead = decision.reason
+        elif isinstance(decision, Retry):
+            w.retry_s = decision.delay_s
+        log.warning("message_failed", msg_id=w.msg.msg_id, read_ct=w.msg.read_ct, error=str(exc))
+
+    async def _encode(self, texts: list[str]) -> np.ndarray:
+        """Encode longest-first slices in the model thread; returns rows in input order."""
+        loop = asyncio.get_running_loop()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = np.zeros((len(texts), self.model.dim), dtype=np.float32)
+        size = self.settings.batch_size
+        for start in range(0, len(order), size):
+            idx = order[start : start + size]
+            part = await loop.run_in_executor(
+                self._executor, self.model.encode, [texts[i] for i in idx]
+            )
+            out[idx] = part
+        return out
+
+    async def _write(self, work: list[Work]) -> int:
+        """Results, job progress and acknowledgements in one transaction."""
+        written = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for w in work:
+                if w.retry_s is not None:
+                    await queue.release(conn, queue.EMBED, [w.msg.msg_id], w.retry_s)
+                    continue
+                if w.dead is not None:
+                    await self._dead_letter(conn, w)
+                    continue
+                store = self.stores[w.parsed.kind]  # type: ignore[union-attr]
+                attempts = w.msg.read_ct
+                if w.vectors:
+                    ids = list(w.vectors)
+                    moved = await store.store(
+                        conn, ids, [w.vectors[i] for i in ids], self.model.name
+                    )
+                    written += len(moved.rows)
+                    self._processed += len(moved.rows)
+                    await _count(conn, moved, done=True, attempts=attempts)
+                if w.skip:
+                    await _count(
+                        conn,
+                        await store.settle(conn, w.skip, "skipped", None),
+                        done=True,
+                        attempts=attempts,
+                    )
+                if w.cancel:
+                    await store.settle(conn, w.cancel, "cancelled", "job cancelled")
+                await queue.delete(conn, queue.EMBED, [w.msg.msg_id])
+        return written
+
+    async def _dead_letter(self, conn: asyncpg.Connection, w: Work) -> None:
+        reason = w.dead or "unknown"
+        await queue.dead_letter(conn, queue.EMBED, w.msg, reason)
+        log.warning("dead_lettered", msg_id=w.msg.msg_id, read_ct=w.msg.read_ct, reason=reason)
+        if w.parsed is None:
+            return
+        store = self.stores.get(w.parsed.kind)
+        if store is None:
+            return
+        moved = await store.settle(conn, list(w.parsed.ids), "failed", reason[:1000])
+        self._failed += len(moved.rows)
+        for job_id, ids in moved.per_job().items():
+            await jobs.record_failures(conn, job_id, store.kind, ids, reason, w.msg.read_ct)
+            await jobs.progress(conn, job_id, failed=len(ids), error=reason, attempts=w.msg.read_ct)
+
+
+def _plan(w: Work, items: dict[str, Item]) -> None:
+    """Decide per item: embed, skip (no text), cancel (job cancelled), or nothing (already
+    settled or deleted: a redelivery or a stale message)."""
+    assert w.parsed is not None
+    for item_id in w.parsed.ids:
+        it = items.get(item_id)
+        if it is None or it.status != "pending":
+            continue
+        if it.job_status == "cancelled":
+            w.cancel.append(item_id)
+        elif it.text is None:
+            w.skip.append(item_id)
+        else:
+            w.texts[item_id] = it.text
+
+
+async def _count(conn: asyncpg.Connection, moved: Moved, *, done: bool, attempts: int) -> None:
+    for job_id, n in moved.count().items():
+        await jobs.progress(conn, job_id, done=n if done else 0, attempts=attempts)
+
+
+def _groups(msgs: list[queue.Message], max_items: int) -> list[list[queue.Message]]:
+    """Split a read into groups of about ``max_items`` items, so each write stays small."""
+    groups: list[list[queue.Message]] = [[]]
+    n = 0
+    for m in msgs:
+        ids = m.body.get("ids") if isinstance(m.body, dict) else None
+        k = len(ids) if isinstance(ids, list) else 1
+        if groups[-1] and n + k > max_items:
+            groups.append([])
+            n = 0
+        groups[-1].append(m)
+        n += k
+    return [g for g in groups if g]
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        pass

@@ -1,0 +1,1 @@
+"""The indexer service: parses code with tree-sitter (code-intelligence issue)."""

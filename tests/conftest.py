@@ -1,0 +1,76 @@
+"""Shared fixtures: one embedded PostgreSQL 18 (pgvector + PGMQ) per session, the schema
+built once into a template database, and a fresh database per test cloned from it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mnemo_core import db, migrate
+from mnemo_core.localpg import LocalPostgres, free_port
+
+TEMPLATE = "mnemo_template"
+DIM = 384
+
+
+@pytest.fixture(scope="session")
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    server = LocalPostgres(
+        tmp_path_factory.mktemp("pg"), port=free_port(), database="postgres", durable=False
+    )
+    server.start()
+
+    async def build_template() -> None:
+        admin = await asyncpg.connect(server.dsn("postgres"))
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+        await admin.close()
+        conn = await db.connect(server.dsn(TEMPLATE), application_name="tests:template")
+        await migrate.migrate(conn, embedding_dim=DIM)
+        await conn.close()
+
+    asyncio.run(build_template())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def dsn(pg: LocalPostgres) -> AsyncIterator[str]:
+    """A fresh database with the whole schema, cloned from the template."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(pg.dsn("postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    finally:
+        await admin.close()
+    yield pg.dsn(name)
+    admin = await asyncpg.connect(pg.dsn("postgres"))
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(dsn, application_name="tests", min_size=1, max_size=5)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    path = Path(__file__).parent / "artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests never reach a model hub; the real model comes from its PyPI package.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
