@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from mnemo_core import migrate
 from mnemo_core.errors import MigrationError
 
@@ -20,7 +19,9 @@ async def test_schema_is_complete(pool: asyncpg.Pool) -> None:
             " AND attname = 'embedding'"
         )
         assert dim == 384
-        opts = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'pgmq.q_embed'::regclass")
+        opts = await conn.fetchval(
+            "SELECT reloptions FROM pg_class WHERE oid = 'pgmq.q_embed'::regclass"
+        )
         assert "autovacuum_vacuum_threshold=1000" in opts
         assert await migrate.pending(conn) == []
 

@@ -1,0 +1,253 @@
+"""The API in-process (httpx ASGI transport) against the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from mnemo_api.app import create_app
+from mnemo_core.settings import Settings
+from mnemo_embedder.model import HashModel
+from mnemo_embedder.worker import EmbedWorker
+
+MODEL = "hash-384"
+
+
+def make_settings(dsn: str, **kw: object) -> Settings:
+    base: dict[str, object] = {"database_url": dsn, "embedding_model": MODEL, "query_timeout_s": 3}
+    base.update(kw)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            yield c
+
+
+@pytest.fixture
+async def api(dsn: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(make_settings(dsn)):
+        yield c
+
+
+async def drain(dsn: str) -> None:
+    from mnemo_core import db
+
+    pool = await db.create_pool(dsn, application_name="test-drain")
+    try:
+        w = EmbedWorker(pool, HashModel(384), make_settings(dsn), worker_id="drain", once=True)
+        await asyncio.wait_for(w.run(), 30)
+    finally:
+        await pool.close()
+
+
+async def test_health_and_ready(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/health")).json() == {"status": "ok"}
+    r = await api.get("/ready")
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+    assert (await api.get("/openapi.json")).status_code == 200
+
+
+async def test_event_lifecycle(api: httpx.AsyncClient, dsn: str) -> None:
+    r = await api.post(
+        "/v1/events", json={"content": {"text": "buy oat milk"}, "metadata": {"t": 1}}
+    )
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["job_id"]
+    job = (await api.get(f"/v1/jobs/{body['job_id']}")).json()
+    assert job["status"] == "queued" and job["progress"] == {"total": 1, "done": 0, "failed": 0}
+    await drain(dsn)
+    job = (await api.get(f"/v1/jobs/{body['job_id']}")).json()
+    assert job["status"] == "succeeded" and job["finished_at"]
+    ev = (await api.get(f"/v1/events/{body['event_id']}")).json()
+    assert ev["embedding_status"] == "done" and ev["embedding_model"] == MODEL
+    r = await api.patch(f"/v1/events/{body['event_id']}/metadata", json={"metadata": {"u": 2}})
+    assert r.json()["metadata"] == {"t": 1, "u": 2}
+    assert (await api.delete(f"/v1/events/{body['event_id']}")).status_code == 204
+    assert (await api.get(f"/v1/events/{body['event_id']}")).status_code == 404
+
+
+async def test_client_embedding_skips_the_queue(api: httpx.AsyncClient) -> None:
+    vec = [0.0] * 383 + [1.0]
+    r = await api.post("/v1/events", json={"content": {"text": "x"}, "embedding": vec})
+    assert r.status_code == 201 and r.json() == {
+        "event_id": r.json()["event_id"],
+        "job_id": None,
+        "status": "stored",
+    }
+    found = (await api.post("/v1/search", json={"vector": vec, "limit": 1})).json()
+    assert found["results"][0]["id"] == r.json()["event_id"]
+    assert found["results"][0]["score"] == pytest.approx(1.0)
+
+
+async def test_event_without_text_is_stored(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/events", json={"content": {"n": 1}})
+    assert r.status_code == 201 and r.json()["status"] == "stored"
+
+
+async def test_batch(api: httpx.AsyncClient, dsn: str) -> None:
+    events = [{"content": {"text": f"batch note {i}"}, "metadata": {"i": i}} for i in range(100)]
+    r = await api.post("/v1/events/batch", json={"events": events})
+    assert r.status_code == 202
+    body = r.json()
+    assert len(body["event_ids"]) == 100 and body["queued"] == 100
+    await drain(dsn)
+    job = (await api.get(f"/v1/jobs/{body['job_id']}")).json()
+    assert job["progress"] == {"total": 100, "done": 100, "failed": 0}
+    vec_of = (await api.get(f"/v1/events/{body['event_ids'][7]}")).json()
+    assert vec_of["metadata"] == {"i": 7}
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "field"),
+    [
+        ("/v1/events", {"metadata": {}}, "body.content"),
+        ("/v1/events", {"content": "text"}, "body.content"),
+        ("/v1/events", {"content": {}, "timestamp": "yesterday"}, "body.timestamp"),
+        ("/v1/events", {"content": {}, "embedding": [1.0, 2.0]}, "body.embedding"),
+        ("/v1/events", {"content": {}, "surprise": 1}, "body.surprise"),
+        ("/v1/events/batch", {"events": []}, "body.events"),
+        ("/v1/search", {"limit": 5}, "body"),
+        ("/v1/search", {"q": "x", "vector": [1.0]}, "body"),
+        ("/v1/search", {"vector": [1.0, 2.0]}, "body.vector"),
+        ("/v1/search", {"q": "x", "limit": 0}, "body.limit"),
+    ],
+)
+async def test_bad_input_names_the_field(
+    api: httpx.AsyncClient, path: str, payload: dict, field: str
+) -> None:
+    r = await api.post(path, json=payload)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(field), r.json()
+
+
+async def test_batch_over_the_limit(dsn: str) -> None:
+    async for api in client_for(make_settings(dsn, max_batch_events=5)):
+        r = await api.post("/v1/events/batch", json={"events": [{"content": {}}] * 6})
+        assert r.status_code == 422 and "at most 5" in r.json()["detail"]
+
+
+async def test_body_limit(dsn: str) -> None:
+    async for api in client_for(make_settings(dsn, max_body_bytes=1000)):
+        r = await api.post("/v1/events", json={"content": {"text": "x" * 2000}})
+        assert r.status_code == 413 and "1000 bytes" in r.json()["detail"]
+
+
+async def test_api_keys(dsn: str) -> None:
+    async for api in client_for(make_settings(dsn, api_keys="k1, k2")):
+        assert (await api.get("/health")).status_code == 200
+        assert (await api.get("/v1/queues")).status_code == 401
+        assert (await api.get("/v1/queues", headers={"X-API-Key": "nope"})).status_code == 401
+        assert (await api.get("/v1/queues", headers={"X-API-Key": "k2"})).status_code == 200
+
+
+async def test_unknown_ids_are_404(api: httpx.AsyncClient) -> None:
+    missing = uuid.uuid4()
+    for r in (
+        await api.get(f"/v1/events/{missing}"),
+        await api.delete(f"/v1/events/{missing}"),
+        await api.patch(f"/v1/events/{missing}/metadata", json={"metadata": {}}),
+        await api.get(f"/v1/jobs/{missing}"),
+        await api.post(f"/v1/jobs/{missing}/cancel"),
+        await api.post(f"/v1/jobs/{missing}/retry"),
+    ):
+        assert r.status_code == 404, r.text
+        assert str(missing) in r.json()["detail"]
+    assert (await api.get("/v1/events/not-a-uuid")).status_code == 422
+
+
+async def test_jobs_list_pages_newest_first(api: httpx.AsyncClient) -> None:
+    ids = []
+    for i in range(5):
+        r = await api.post("/v1/events", json={"content": {"text": f"n{i}"}})
+        ids.append(r.json()["job_id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await api.get("/v1/jobs", params=params)).json()
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == list(reversed(ids))
+    assert (await api.get("/v1/jobs", params={"status": "succeeded"})).json()["jobs"] == []
+    assert (await api.get("/v1/jobs", params={"status": "bogus"})).status_code == 422
+    assert (await api.get("/v1/jobs", params={"cursor": "###"})).status_code == 422
+
+
+async def test_cancel_and_conflicts(api: httpx.AsyncClient, dsn: str) -> None:
+    r = await api.post("/v1/events", json={"content": {"text": "to cancel"}})
+    job_id = r.json()["job_id"]
+    assert (await api.post(f"/v1/jobs/{job_id}/retry")).status_code == 409
+    assert (await api.post(f"/v1/jobs/{job_id}/cancel")).json()["status"] == "cancelled"
+    assert (await api.post(f"/v1/jobs/{job_id}/cancel")).status_code == 409
+    await drain(dsn)
+    r = await api.post(f"/v1/jobs/{job_id}/retry")
+    assert r.status_code == 200 and r.json()["requeued"] == 1
+    await drain(dsn)
+    assert (await api.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded"
+
+
+async def test_text_search_without_embedder_is_503(api: httpx.AsyncClient) -> None:
+    r = await api.get("/v1/search", params={"q": "anything"})
+    assert r.status_code == 503 and "no live embedder" in r.json()["detail"]
+    assert r.headers["retry-after"]
+
+
+async def test_text_search_through_the_embedder(dsn: str) -> None:
+    """The API asks a running embedder for the query vector through the database."""
+    from mnemo_core import db
+
+    settings = make_settings(dsn)
+    pool = await db.create_pool(dsn, application_name="test-embedder")
+    worker = EmbedWorker(pool, HashModel(384), settings, worker_id="live")
+    task = asyncio.create_task(worker.run())
+    try:
+        async for api in client_for(settings):
+            notes = ["the cat sat on the mat", "quarterly revenue grew", "rust borrow checker"]
+            r = await api.post(
+                "/v1/events/batch",
+                json={
+                    "events": [
+                        {"content": {"text": t}, "metadata": {"n": i % 2}}
+                        for i, t in enumerate(notes)
+                    ]
+                },
+            )
+            job_id = r.json()["job_id"]
+            for _ in range(100):
+                if (await api.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded":
+                    break
+                await asyncio.sleep(0.1)
+            r = await api.get("/v1/search", params={"q": "revenue grew this quarter", "limit": 3})
+            assert r.status_code == 200, r.text
+            assert r.json()["results"][0]["content"]["text"] == "quarterly revenue grew"
+            r = await api.get(
+                "/v1/search", params={"q": "revenue", "filter_metadata": '{"n": 0}', "limit": 3}
+            )
+            assert {x["content"]["text"] for x in r.json()["results"]} == {
+                "the cat sat on the mat",
+                "rust borrow checker",
+            }
+            r = await api.get(
+                "/v1/search", params={"q": "revenue", "ts_end": "2000-01-01T00:00:00Z"}
+            )
+            assert r.json()["results"] == []
+            r = await api.get("/v1/search", params={"q": "x", "filter_metadata": "[1]"})
+            assert r.status_code == 422 and "filter_metadata" in r.json()["detail"]
+            queues = {q["queue"]: q for q in (await api.get("/v1/queues")).json()["queues"]}
+            assert queues["embed"]["dead_letters"] == 0 and "embed_query" in queues
+            workers = (await api.get("/v1/workers")).json()["workers"]
+            assert [w["alive"] for w in workers if w["id"] == "live"] == [True]
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+        await pool.close()

@@ -1,0 +1,157 @@
+"""Pure logic as parameter tables: text extraction, retry policy, messages, queries, schemas."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from mnemo_api.main import insecure_bind_error, is_loopback
+from mnemo_api.schemas import EventIn, SearchIn
+from mnemo_core import retry, vectors
+from mnemo_core.errors import PoisonMessage
+from mnemo_core.messages import EmbedMessage, parse_embed
+from mnemo_core.queries import Q, parse
+from mnemo_core.settings import Settings
+from mnemo_core.text import event_text
+from pydantic import ValidationError
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"text": "a"}, "a"),
+        ({"text": "", "body": "b"}, "b"),
+        ({"text": "   ", "message": "m"}, "m"),
+        ({"content": "c", "title": "t"}, "c"),
+        ({"title": "t"}, "t"),
+        ({"text": 5, "title": "t"}, "t"),
+        ({"content": {"nested": "no"}}, None),
+        ({}, None),
+        ("not a dict", None),
+    ],
+)
+def test_event_text(content: object, expected: str | None) -> None:
+    assert event_text(content) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "read_ct", "max_attempts", "expected"),
+    [
+        (ValueError("x"), 1, 5, retry.Retry(2)),
+        (ValueError("x"), 2, 5, retry.Retry(4)),
+        (ValueError("x"), 4, 5, retry.Retry(16)),
+        (ValueError("x"), 5, 5, "dead"),
+        (ValueError("x"), 9, 5, "dead"),
+        (PoisonMessage("bad"), 1, 5, "dead"),
+        (ValueError("x"), 20, 50, retry.Retry(300)),
+    ],
+)
+def test_retry_policy(error: Exception, read_ct: int, max_attempts: int, expected: object) -> None:
+    got = retry.decide(error, read_ct, max_attempts)
+    if expected == "dead":
+        assert isinstance(got, retry.DeadLetter)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(("read_ct", "exhausted"), [(1, False), (5, False), (6, True)])
+def test_exhausted(read_ct: int, exhausted: bool) -> None:
+    assert retry.exhausted(read_ct, 5) is exhausted
+
+
+def test_embed_message_round_trip() -> None:
+    job, ev = uuid.uuid4(), str(uuid.uuid4())
+    msg = EmbedMessage(job, "event", (ev,))
+    assert parse_embed(msg.to_json()) == msg
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "text",
+        {"kind": "event"},
+        {"kind": "event", "ids": []},
+        {"kind": "event", "ids": "abc"},
+        {"kind": "event", "ids": ["nope"]},
+        {"kind": "event", "ids": [str(uuid.uuid4())], "job_id": "nope"},
+        {"kind": "chunk", "ids": [{"x": 1}]},
+        {"kind": "other", "ids": [1]},
+    ],
+)
+def test_bad_messages_are_poison(raw: object) -> None:
+    with pytest.raises(PoisonMessage):
+        parse_embed(raw)
+
+
+def test_queries_file() -> None:
+    assert "create_job" in Q and "search_events" in Q
+    assert all(sql.strip() and not sql.endswith(";") for sql in Q.values())
+    with pytest.raises(ValueError, match="twice"):
+        parse("-- a --\nSELECT 1;\n-- a --\nSELECT 2;")
+
+
+def test_vector_codec() -> None:
+    import numpy as np
+
+    v = np.linspace(-1, 1, 768, dtype=np.float32)
+    text = vectors.encode(v)
+    assert len(text) < 8000  # fits a NOTIFY payload even at 768 dimensions
+    assert np.array_equal(vectors.decode(text), v)
+
+
+@pytest.mark.parametrize(
+    ("payload", "ok"),
+    [
+        ({"content": {"text": "x"}}, True),
+        ({"content": {"text": "x"}, "timestamp": "2024-01-01T00:00:00"}, True),
+        ({"content": {"text": "x"}, "embedding": [1.0, float("nan")]}, False),
+        ({"content": []}, False),
+        ({"content": {}, "metadata": "x"}, False),
+    ],
+)
+def test_event_validation(payload: dict, ok: bool) -> None:
+    if ok:
+        ev = EventIn(**payload)
+        assert ev.timestamp is None or ev.timestamp.tzinfo is not None
+    else:
+        with pytest.raises(ValidationError):
+            EventIn(**payload)
+
+
+@pytest.mark.parametrize(
+    ("payload", "ok"),
+    [
+        ({"q": "x"}, True),
+        ({"vector": [1.0]}, True),
+        ({"q": "x", "filter_metadata": '{"a": 1}'}, True),
+        ({}, False),
+        ({"q": "x", "vector": [1.0]}, False),
+        ({"q": ""}, False),
+        ({"q": "x", "filter_metadata": "{bad"}, False),
+        ({"q": "x", "ts_start": "2024-02-01T00:00:00Z", "ts_end": "2024-01-01T00:00:00Z"}, False),
+    ],
+)
+def test_search_validation(payload: dict, ok: bool) -> None:
+    if ok:
+        SearchIn(**payload)
+    else:
+        with pytest.raises(ValidationError):
+            SearchIn(**payload)
+
+
+@pytest.mark.parametrize(
+    ("host", "keys", "insecure", "refused"),
+    [
+        ("127.0.0.1", "", False, False),
+        ("localhost", "", False, False),
+        ("::1", "", False, False),
+        ("0.0.0.0", "", False, True),
+        ("0.0.0.0", "k", False, False),
+        ("0.0.0.0", "", True, False),
+    ],
+)
+def test_insecure_bind(host: str, keys: str, insecure: bool, refused: bool) -> None:
+    s = Settings(api_host=host, api_keys=keys, allow_insecure=insecure)
+    assert (insecure_bind_error(s) is not None) is refused
+    assert is_loopback("127.0.0.2")
