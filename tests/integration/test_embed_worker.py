@@ -187,7 +187,8 @@ async def test_retry_requeues_only_failed_items(pool: asyncpg.Pool) -> None:
     assert j["status"] == "failed"
     async with pool.acquire() as conn:
         await conn.execute(
-            "UPDATE events SET content = '{\"text\": \"repaired\"}' WHERE content->>'text' LIKE 'broken%'"
+            "UPDATE events SET content = $1 WHERE content->>'text' LIKE 'broken%'",
+            {"text": "repaired"},
         )
         async with conn.transaction():
             again = await jobs.retry_events(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]

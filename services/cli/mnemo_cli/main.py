@@ -160,7 +160,7 @@ def cmd_search(args: argparse.Namespace, c: Client) -> int:
 
 
 def _queue_table(d: dict[str, Any]) -> Table:
-    t = Table("queue", "depth", "visible", "in flight", "oldest s", "dead letters", "total sent")
+    t = Table("queue", "depth", "visible", "in_flight", "oldest_s", "dead", "sent")
     for q in d["queues"]:
         t.add_row(
             q["queue"],
