@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+
 from mnemo_api.app import create_app
 from mnemo_core.settings import Settings
 from mnemo_embedder.model import HashModel

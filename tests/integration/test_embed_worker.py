@@ -8,6 +8,7 @@ import uuid
 import asyncpg
 import numpy as np
 import pytest
+
 from mnemo_core import events, jobs, queue
 from mnemo_core.settings import Settings
 from mnemo_embedder.model import POISON_MARKER, HashModel

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+
 from mnemo_core import migrate
 from mnemo_core.errors import MigrationError
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from pydantic import ValidationError
+
 from mnemo_api.main import insecure_bind_error, is_loopback
 from mnemo_api.schemas import EventIn, SearchIn
 from mnemo_core import retry, vectors
@@ -13,7 +15,6 @@ from mnemo_core.messages import EmbedMessage, parse_embed
 from mnemo_core.queries import Q, parse
 from mnemo_core.settings import Settings
 from mnemo_core.text import event_text
-from pydantic import ValidationError
 
 
 @pytest.mark.parametrize(

@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from mnemo_core import __version__, db, migrate
-from mnemo_core import logging as mlog
-from mnemo_core.errors import DatabaseUnavailable
-from mnemo_core.settings import Settings
 
 from mnemo_api import errors
 from mnemo_api.middleware import ApiKeys, BodyLimit
 from mnemo_api.query_embedding import QueryEmbedder
 from mnemo_api.routes import events, jobs, ops, search
 from mnemo_api.state import AppState, QueueStatsCache
+from mnemo_core import __version__, db, migrate
+from mnemo_core import logging as mlog
+from mnemo_core.errors import DatabaseUnavailable
+from mnemo_core.settings import Settings
 
 log = mlog.get(__name__)
 

@@ -8,10 +8,11 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from mnemo_core import db
 from mnemo_core import logging as mlog
 from mnemo_core.errors import Conflict, DatabaseUnavailable, EmbedderUnavailable, NotFound
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = mlog.get(__name__)
 RETRY_AFTER_S = "5"

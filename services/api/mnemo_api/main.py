@@ -7,10 +7,10 @@ import ipaddress
 import sys
 
 import uvicorn
-from mnemo_core import logging as mlog
-from mnemo_core.settings import Settings
 
 from mnemo_api.app import create_app
+from mnemo_core import logging as mlog
+from mnemo_core.settings import Settings
 
 log = mlog.get(__name__)
 

@@ -12,6 +12,7 @@ import uuid
 
 import asyncpg
 import numpy as np
+
 from mnemo_core import db, vectors, workers
 from mnemo_core import logging as mlog
 from mnemo_core.errors import EmbedderUnavailable

@@ -8,10 +8,10 @@ from typing import Any
 
 import asyncpg
 from fastapi import Request
-from mnemo_core import queue
-from mnemo_core.settings import Settings
 
 from mnemo_api.query_embedding import QueryEmbedder
+from mnemo_core import queue
+from mnemo_core.settings import Settings
 
 
 @dataclass

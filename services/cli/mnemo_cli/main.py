@@ -43,10 +43,9 @@ def _print(args: argparse.Namespace, data: Any, human: Any = None) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from mnemo_cli.runner import up
     from mnemo_core import logging as mlog
     from mnemo_core.settings import Settings
-
-    from mnemo_cli.runner import up
 
     overrides = {
         k: v

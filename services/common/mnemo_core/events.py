@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+from pgvector import Vector
 
 from mnemo_core import jobs, queue
 from mnemo_core.errors import NotFound
@@ -87,7 +88,7 @@ async def ingest(
         [ev.timestamp or now for ev in items],
         [ev.content for ev in items],
         [ev.metadata for ev in items],
-        [ev.embedding for ev in items],
+        [Vector(ev.embedding) if ev.embedding is not None else None for ev in items],
         models,
         statuses,
         job_id,
@@ -173,7 +174,10 @@ class EventStore:
     async def store(
         self, conn: asyncpg.Connection, ids: list[str], vectors: list[np.ndarray], model: str
     ) -> Moved:
-        rows = await conn.fetch(Q["store_event_embeddings"], ids, vectors, model)
+        # Vector objects: asyncpg would read a bare ndarray as a nested array.
+        rows = await conn.fetch(
+            Q["store_event_embeddings"], ids, [Vector(v) for v in vectors], model
+        )
         return Moved([(r["id"], r["job_id"]) for r in rows])
 
     async def settle(

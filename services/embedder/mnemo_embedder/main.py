@@ -9,7 +9,6 @@ import sys
 from mnemo_core import db, service, workers
 from mnemo_core import logging as mlog
 from mnemo_core.settings import Settings
-
 from mnemo_embedder import model as models
 from mnemo_embedder.worker import EmbedWorker
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 from mnemo_core.settings import DEFAULT_MODEL
 
 POISON_MARKER = "\x7fmnemo-poison\x7f"

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+
 from mnemo_core import db, jobs, queue, vectors, workers
 from mnemo_core import logging as mlog
 from mnemo_core.errors import PoisonMessage
@@ -21,7 +22,6 @@ from mnemo_core.messages import EmbedMessage, parse_embed
 from mnemo_core.queries import Q
 from mnemo_core.retry import DeadLetter, Retry, decide, exhausted
 from mnemo_core.settings import Settings
-
 from mnemo_embedder.model import Model
 
 log = mlog.get(__name__)

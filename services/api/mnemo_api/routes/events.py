@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Response
-from mnemo_core import events
-from mnemo_core.db import transaction
 
 from mnemo_api.schemas import (
     BatchAccepted,
@@ -18,6 +16,8 @@ from mnemo_api.schemas import (
     MetadataPatch,
 )
 from mnemo_api.state import AppState, state
+from mnemo_core import events
+from mnemo_core.db import transaction
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 

@@ -8,10 +8,10 @@ import uuid
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from mnemo_core import jobs
-from mnemo_core.db import transaction
 
 from mnemo_api.state import AppState, state
+from mnemo_core import jobs
+from mnemo_core.db import transaction
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from mnemo_core import migrate, workers
-from mnemo_core.queries import Q
 
 from mnemo_api.state import AppState, state
+from mnemo_core import migrate, workers
+from mnemo_core.queries import Q
 
 router = APIRouter(tags=["operations"])
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query
-from mnemo_core import events
 
 from mnemo_api.schemas import SearchIn
 from mnemo_api.state import AppState, state
+from mnemo_core import events
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
