@@ -185,24 +185,27 @@ class EmbedWorker:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                msgs = await self._read_batch()
+                await self._read_and_process()
+                backoff = 0.5
             except db.UNAVAILABLE_ERRORS as exc:
-                log.warning("read_failed", error=str(exc), retry_in_s=backoff)
+                # Nothing in hand was acknowledged: it comes back after its visibility timeout.
+                log.warning("database_unavailable", error=str(exc), retry_in_s=backoff)
                 await _wait(self._stop, backoff)
                 backoff = min(backoff * 2, 10.0)
-                continue
-            backoff = 0.5
-            if not msgs:
-                if self.once:
-                    self.stop()
-                continue
-            groups = _groups(msgs, MAX_GROUP_ITEMS)
-            for i, group in enumerate(groups):
-                if self._stop.is_set() and not self.once:
-                    # Stopping: hand back what we have not started, so others take it now.
-                    await self._release([m.msg_id for g in groups[i:] for m in g])
-                    break
-                await self._process(group)
+
+    async def _read_and_process(self) -> None:
+        msgs = await self._read_batch()
+        if not msgs:
+            if self.once:
+                self.stop()
+            return
+        groups = _groups(msgs, MAX_GROUP_ITEMS)
+        for i, group in enumerate(groups):
+            if self._stop.is_set() and not self.once:
+                # Stopping: hand back what we have not started, so others take it now.
+                await self._release([m.msg_id for g in groups[i:] for m in g])
+                return
+            await self._process(group)
 
     async def _release(self, msg_ids: list[int]) -> None:
         async with self.pool.acquire() as conn:
@@ -224,12 +227,7 @@ class EmbedWorker:
         work = [Work(m) for m in msgs]
         await self._triage(work)
         await self._embed(work)
-        try:
-            n = await asyncio.shield(self._write(work))
-        except db.UNAVAILABLE_ERRORS as exc:
-            # Nothing was acknowledged: the messages come back after their visibility timeout.
-            log.warning("write_failed", error=str(exc), messages=len(msgs))
-            return
+        n = await asyncio.shield(self._write(work))
         self._last_batch = n
         log.info(
             "batch_embedded",
