@@ -1,4 +1,7 @@
-"""Load ``sql/queries.sql`` into a dict at import: call sites say ``Q["fetch_job"]``."""
+"""Load ``sql/*.sql`` into one dict at import: call sites say ``Q["fetch_job"]``.
+
+``queries.sql`` holds the core (jobs, events, queues, workers); other files group the
+statements of one area (``code.sql``, ``ops.sql``). A name may be defined only once."""
 
 from __future__ import annotations
 
@@ -22,6 +25,17 @@ def parse(text: str) -> dict[str, str]:
     return found
 
 
-Q: dict[str, str] = parse(
-    resources.files("mnemo_core").joinpath("sql", "queries.sql").read_text("utf-8")
-)
+def load_all() -> dict[str, str]:
+    found: dict[str, str] = {}
+    sql_dir = resources.files("mnemo_core").joinpath("sql")
+    for entry in sorted(sql_dir.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for name, sql in parse(entry.read_text("utf-8")).items():
+            if name in found:
+                raise ValueError(f"query {name!r} is defined twice ({entry.name})")
+            found[name] = sql
+    return found
+
+
+Q: dict[str, str] = load_all()
