@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,8 +13,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 
-from mnemo_core import db, jobs, queue, vectors, workers
+from mnemo_core import db, jobs, queue, vectors
 from mnemo_core import logging as mlog
+from mnemo_core.code import ChunkStore
 from mnemo_core.errors import PoisonMessage
 from mnemo_core.events import EventStore
 from mnemo_core.items import Item, ItemStore, Moved
@@ -22,6 +23,7 @@ from mnemo_core.messages import EmbedMessage, parse_embed
 from mnemo_core.queries import Q
 from mnemo_core.retry import DeadLetter, Retry, decide, exhausted
 from mnemo_core.settings import Settings
+from mnemo_core.worker_base import QueueWorker, wait
 from mnemo_embedder.model import Model
 
 log = mlog.get(__name__)
@@ -44,7 +46,9 @@ class Work:
     retry_s: int | None = None
 
 
-class EmbedWorker:
+class EmbedWorker(QueueWorker):
+    kind = "embedder"
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -55,73 +59,20 @@ class EmbedWorker:
         once: bool = False,
         stores: dict[str, ItemStore] | None = None,
     ) -> None:
-        self.pool = pool
+        super().__init__(pool, settings, worker_id=worker_id, once=once)
         self.model = model
-        self.settings = settings
-        self.worker_id = worker_id
-        self.once = once
-        self.stores: dict[str, ItemStore] = stores or {"event": EventStore()}
-        self._stop = asyncio.Event()
+        self.stores: dict[str, ItemStore] = stores or {"event": EventStore(), "chunk": ChunkStore()}
         # One thread owns the model. Batches go in slices, so a query embedding waits for
         # at most one slice, never a whole batch.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
-        self._processed = 0
-        self._failed = 0
-        self._last_batch = 0
         self._query_wake = asyncio.Event()
 
-    # -- lifecycle -----------------------------------------------------------------------
-
-    def stop(self) -> None:
-        if not self._stop.is_set():
-            log.info("worker_stopping", worker_id=self.worker_id)
-        self._stop.set()
-
-    async def run(self) -> None:
-        await self._with_db(
-            lambda c: workers.register(c, self.worker_id, "embedder", self.settings.batch_size)
-        )
-        log.info("worker_started", worker_id=self.worker_id, model=self.model.name, once=self.once)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._heartbeat_loop(), name="heartbeat")
-                if not self.once:
-                    tg.create_task(self._query_loop(), name="query-embeddings")
-                tg.create_task(self._batch_loop(), name="batches")
-        finally:
-            await self._shutdown()
+    def side_loops(self) -> dict[str, Coroutine[Any, Any, None]]:
+        return {} if self.once else {"query-embeddings": self._query_loop()}
 
     async def _shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        try:
-            await self._with_db(self._final_beat)
-        except Exception as exc:  # the database may be gone; the heartbeat will age out
-            log.warning("final_heartbeat_failed", error=str(exc))
-        log.info("worker_stopped", worker_id=self.worker_id, processed=self._processed)
-
-    async def _final_beat(self, conn: asyncpg.Connection) -> None:
-        await self._beat(conn)
-        await workers.stopped(conn, self.worker_id)
-
-    async def _with_db(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
-        async with self.pool.acquire() as conn:
-            return await fn(conn)
-
-    # -- side loops ----------------------------------------------------------------------
-
-    async def _beat(self, conn: asyncpg.Connection) -> None:
-        processed, failed = self._processed, self._failed
-        await workers.beat(conn, self.worker_id, processed, failed, self._last_batch)
-        self._processed -= processed
-        self._failed -= failed
-
-    async def _heartbeat_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self._with_db(self._beat)
-            except db.UNAVAILABLE_ERRORS as exc:
-                log.warning("heartbeat_failed", error=str(exc))
-            await _wait(self._stop, self.settings.heartbeat_s)
+        await super()._shutdown()
 
     async def _query_loop(self) -> None:
         """Answer query embeddings for search: woken by NOTIFY, polling once a second too."""
@@ -135,12 +86,12 @@ class EmbedWorker:
                     await listener.add_listener(QUERY_CHANNEL, lambda *_: self._query_wake.set())
                 answered = await self._answer_queries()
                 if not answered:
-                    await _wait(self._query_wake, 1.0)
+                    await wait(self._query_wake, 1.0)
                     self._query_wake.clear()
             except db.UNAVAILABLE_ERRORS as exc:
                 log.warning("query_loop_db_error", error=str(exc))
                 listener = None
-                await _wait(self._stop, 1.0)
+                await wait(self._stop, 1.0)
         if listener is not None and not listener.is_closed():
             await listener.close()
 
@@ -180,18 +131,6 @@ class EmbedWorker:
         return len(msgs)
 
     # -- batches -------------------------------------------------------------------------
-
-    async def _batch_loop(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                await self._read_and_process()
-                backoff = 0.5
-            except db.UNAVAILABLE_ERRORS as exc:
-                # Nothing in hand was acknowledged: it comes back after its visibility timeout.
-                log.warning("database_unavailable", error=str(exc), retry_in_s=backoff)
-                await _wait(self._stop, backoff)
-                backoff = min(backoff * 2, 10.0)
 
     async def _read_and_process(self) -> None:
         msgs = await self._read_batch()
@@ -330,7 +269,7 @@ class EmbedWorker:
                         conn, ids, [w.vectors[i] for i in ids], self.model.name
                     )
                     written += len(moved.rows)
-                    self._processed += len(moved.rows)
+                    self.count(processed=len(moved.rows))
                     await _count(conn, moved, done=True, attempts=attempts)
                 if w.skip:
                     await _count(
@@ -354,7 +293,7 @@ class EmbedWorker:
         if store is None:
             return
         moved = await store.settle(conn, list(w.parsed.ids), "failed", reason[:1000])
-        self._failed += len(moved.rows)
+        self.count(failed=len(moved.rows))
         for job_id, ids in moved.per_job().items():
             await jobs.record_failures(conn, job_id, store.kind, ids, reason, w.msg.read_ct)
             await jobs.progress(conn, job_id, failed=len(ids), error=reason, attempts=w.msg.read_ct)
@@ -394,10 +333,3 @@ def _groups(msgs: list[queue.Message], max_items: int) -> list[list[queue.Messag
         groups[-1].append(m)
         n += k
     return [g for g in groups if g]
-
-
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        pass

@@ -227,3 +227,7 @@ ORDER BY kind, started_at;
 -- ping --
 -- The database answers.
 SELECT 1;
+
+-- set_job_result --
+-- Replace the result of job $1 with $2.
+UPDATE jobs SET result = $2::jsonb, updated_at = now() WHERE id = $1;

@@ -9,9 +9,10 @@ No database and no network: tree-sitter grammars come from the installed
 [('function', 'pkg.util.add')]
 """
 
+from mnemo_core.text import module_path, split_identifier
+
 from .languages import CODE_LANGUAGES, SUPPORTED_LANGUAGES, detect_language
 from .model import CHUNK_KINDS, Chunk, ParsedFile, ParseError
-from .names import module_path, split_identifier
 from .parse import parse_file
 
 __all__ = [

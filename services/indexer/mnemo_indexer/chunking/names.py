@@ -8,13 +8,11 @@ from __future__ import annotations
 import inspect
 import re
 
+from mnemo_core.text import module_path
+
 # Segments dropped from the end of a module path: package entry files.
-_INDEX_STEMS = frozenset({"__init__", "index"})
-_RUST_INDEX_STEMS = frozenset({"mod"})
 
 _WS = re.compile(r"\s+")
-_IDENT_PART = re.compile(r"(?:[A-Z]+(?=[A-Z][^\W\d_A-Z])|[A-Z]?[^\W\d_A-Z]+|[A-Z]+|\d+)\d*")
-_NON_WORD = re.compile(r"[\W_]+")
 _SLUG_JUNK = re.compile(r"[^\w]+")
 _SIMPLE_CALLEE = re.compile(r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*")
 _VALID_CALLEE = re.compile(r"(?:@@?)?[\w$~][\w$.!?~]*")
@@ -28,28 +26,6 @@ MAX_CALLEE_BYTES = 256
 MAX_SIGNATURE_CHARS = 1000
 
 
-def module_path(path: str) -> str:
-    """Dotted module path for a file path.
-
-    ``json/decoder.py`` -> ``json.decoder``; ``pkg/__init__.py`` -> ``pkg``;
-    ``src/lib/index.ts`` -> ``src.lib``; ``src/net/mod.rs`` -> ``src.net``.
-    Only the last extension is stripped.  Returns ``""`` for a bare entry file
-    such as ``__init__.py``.
-    """
-    parts = [p for p in path.replace("\\", "/").split("/") if p and p != "."]
-    if not parts:
-        return ""
-    last = parts[-1]
-    stem, dot, ext = last.rpartition(".")
-    if dot and stem:
-        parts[-1] = stem
-    else:
-        ext = ""
-    if parts[-1] in _INDEX_STEMS or (ext == "rs" and parts[-1] in _RUST_INDEX_STEMS):
-        parts.pop()
-    return ".".join(parts)
-
-
 def qualified_prefix(path: str) -> str:
     """Module path used as qualified-name prefix, never empty."""
     mod = module_path(path)
@@ -58,20 +34,6 @@ def qualified_prefix(path: str) -> str:
     base = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
     stem = base.rpartition(".")[0] or base
     return stem or "_"
-
-
-def split_identifier(name: str) -> list[str]:
-    """Split an identifier into lowercase words.
-
-    Handles snake_case, camelCase, PascalCase, acronyms and digits, which stay
-    attached to the word before them: ``parseHTTPResponse_v2`` ->
-    ``["parse", "http", "response", "v2"]``.
-    """
-    words: list[str] = []
-    for part in _NON_WORD.split(name):
-        if part:
-            words.extend(m.group(0).lower() for m in _IDENT_PART.finditer(part))
-    return words
 
 
 def slugify(text: str) -> str:

@@ -1,0 +1,225 @@
+"""Code repositories and files: what the API writes and the embedder reads. Data access
+named by intent; the indexer's writes live in mnemo_indexer."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import numpy as np
+from pgvector import Vector
+
+from mnemo_core import jobs, queue
+from mnemo_core.errors import NotFound
+from mnemo_core.items import Item, Moved
+from mnemo_core.queries import Q
+from mnemo_core.text import chunk_embed_text, module_path
+
+INDEX_JOB = "index_repository"
+FILES_PER_MESSAGE = 16
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    content: str
+    language: str | None = None
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.content.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class IndexAccepted:
+    job_id: uuid.UUID
+    files: int
+    changed: int
+    unchanged: int
+    removed: int
+
+
+async def _settle_pending(conn: asyncpg.Connection, per_job: Sequence[asyncpg.Record]) -> None:
+    """Items deleted while pending leave their jobs' totals (so those jobs can finish)."""
+    for r in per_job:
+        await jobs.progress(conn, r["job_id"], total=-r["n"])
+
+
+async def index_files(
+    conn: asyncpg.Connection,
+    repository: str,
+    files: Sequence[SourceFile],
+    *,
+    commit: str | None,
+    prune: bool,
+) -> IndexAccepted:
+    """Store new and changed files and queue them for the indexer, in the caller's
+    transaction. Unchanged files (same content hash, already indexed) cost nothing."""
+    await conn.execute(Q["upsert_repository"], repository, commit, None)
+    await conn.execute(Q["lock_repository"], repository)
+    existing = {r["path"]: r for r in await conn.fetch(Q["files_of_repository"], repository)}
+    changed: list[SourceFile] = []
+    for f in files:
+        old = existing.get(f.path)
+        if old is None or old["content_hash"] != f.content_hash or old["status"] != "indexed":
+            changed.append(f)
+            if old is not None and old["status"] == "pending" and old["job_id"] is not None:
+                # Superseded: this file leaves the job that was going to parse it.
+                await jobs.progress(conn, old["job_id"], total=-1)
+    unchanged = len(files) - len(changed)
+    removed: list[int] = []
+    if prune:
+        keep = {f.path for f in files}
+        removed = [r["id"] for p, r in existing.items() if p not in keep]
+    job_id = await jobs.create(
+        conn,
+        INDEX_JOB,
+        len(changed),
+        {"repository": repository, "commit": commit, "files": len(files), "prune": prune},
+    )
+    await conn.execute(
+        Q["set_job_result"],
+        job_id,
+        {
+            "files_total": len(files),
+            "files_changed": len(changed),
+            "files_unchanged": unchanged,
+            "files_removed": len(removed),
+            "files_indexed": 0,
+            "files_failed": [],
+            "chunks": 0,
+            "symbols": 0,
+            "edges": 0,
+        },
+    )
+    if removed:
+        pending_files = [
+            r
+            for p, r in existing.items()
+            if r["id"] in set(removed) and r["status"] == "pending" and r["job_id"] is not None
+        ]
+        for r in pending_files:
+            await jobs.progress(conn, r["job_id"], total=-1)
+        await _settle_pending(conn, await conn.fetch(Q["pending_chunks_of_files"], removed))
+        await conn.fetch(Q["delete_files"], removed)
+    if changed:
+        rows = await conn.fetch(
+            Q["upsert_files"],
+            repository,
+            [f.path for f in changed],
+            [module_path(f.path) for f in changed],
+            [f.language for f in changed],
+            [f.content for f in changed],
+            [f.content_hash for f in changed],
+            [len(f.content.encode("utf-8", "surrogatepass")) for f in changed],
+            job_id,
+        )
+        ids = [str(r["id"]) for r in rows]
+        await queue.send_many(
+            conn,
+            queue.INDEX,
+            [
+                {
+                    "v": 1,
+                    "job_id": str(job_id),
+                    "kind": "file",
+                    "ids": ids[i : i + FILES_PER_MESSAGE],
+                }
+                for i in range(0, len(ids), FILES_PER_MESSAGE)
+            ],
+        )
+    elif removed:
+        await conn.execute(Q["resolve_repository"], repository)
+    await conn.execute(Q["upsert_repository"], repository, commit, job_id)
+    return IndexAccepted(job_id, len(files), len(changed), unchanged, len(removed))
+
+
+async def delete_repository(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(Q["lock_repository"], name)
+    pending = await conn.fetch(Q["pending_items_of_repository"], name)
+    if await conn.fetchval(Q["delete_repository"], name) is None:
+        raise NotFound("repository", name)
+    await _settle_pending(conn, pending)
+
+
+async def list_repositories(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    out = []
+    for r in await conn.fetch(Q["list_repositories"]):
+        out.append(
+            {
+                "name": r["name"],
+                "files": r["files"],
+                "files_failed": r["files_failed"],
+                "chunks": r["chunks"],
+                "symbols": r["symbols"],
+                "edges": r["edges"],
+                "languages": r["languages"],
+                "embedding_coverage": round(r["embedded"] / r["chunks"], 4)
+                if r["chunks"]
+                else None,
+                "last_indexed_at": r["last_indexed_at"].isoformat()
+                if r["last_indexed_at"]
+                else None,
+                "last_commit": r["last_commit"],
+                "last_job_id": str(r["last_job_id"]) if r["last_job_id"] else None,
+                "created_at": r["created_at"].isoformat(),
+            }
+        )
+    return out
+
+
+async def job_detail(conn: asyncpg.Connection, job_id: uuid.UUID) -> dict[str, Any]:
+    """Files parsed / total and chunks embedded / total of an index job, counted live."""
+    files: dict[str, int] = {}
+    chunks: dict[str, int] = {}
+    for r in await conn.fetch(Q["index_job_detail"], job_id):
+        (files if r["item"] == "file" else chunks)[r["status"]] = r["n"]
+    return {
+        "files": {
+            "parsed": files.get("indexed", 0) + files.get("failed", 0),
+            "failed": files.get("failed", 0),
+            "total": sum(files.values()),
+        },
+        "chunks": {
+            "embedded": chunks.get("done", 0),
+            "failed": chunks.get("failed", 0),
+            "total": sum(chunks.values()),
+        },
+    }
+
+
+class ChunkStore:
+    """The embedder's view of code chunks."""
+
+    kind = "chunk"
+
+    async def load(self, conn: asyncpg.Connection, ids: list[str]) -> list[Item]:
+        rows = await conn.fetch(Q["chunks_to_embed"], [int(i) for i in ids])
+        return [
+            Item(
+                r["id"],
+                chunk_embed_text(r["qualified_name"], r["signature"], r["docstring"], r["content"]),
+                r["embedding_status"],
+                r["job_id"],
+                r["job_status"],
+            )
+            for r in rows
+        ]
+
+    async def store(
+        self, conn: asyncpg.Connection, ids: list[str], vectors: list[np.ndarray], model: str
+    ) -> Moved:
+        rows = await conn.fetch(
+            Q["store_chunk_embeddings"], [int(i) for i in ids], [Vector(v) for v in vectors], model
+        )
+        return Moved([(r["id"], r["job_id"]) for r in rows])
+
+    async def settle(
+        self, conn: asyncpg.Connection, ids: list[str], status: str, error: str | None
+    ) -> Moved:
+        rows = await conn.fetch(Q["settle_chunks"], [int(i) for i in ids], status, error)
+        return Moved([(r["id"], r["job_id"]) for r in rows])

@@ -1,0 +1,281 @@
+-- Code intelligence: repositories, files, chunks, the symbol graph and code search.
+
+-- ============================ repositories ==========================
+
+-- upsert_repository --
+-- Create repository $1 if new and remember commit $2 and job $3.
+INSERT INTO code_repositories (name, last_commit, last_job_id) VALUES ($1, $2, $3)
+ON CONFLICT (name) DO UPDATE
+SET last_commit = coalesce(EXCLUDED.last_commit, code_repositories.last_commit),
+    last_job_id = coalesce(EXCLUDED.last_job_id, code_repositories.last_job_id);
+
+-- lock_repository --
+-- Serialize writers of repository $1 until the end of the transaction.
+SELECT pg_advisory_xact_lock(hashtextextended('mnemo-repo:' || $1, 0));
+
+-- repository_exists --
+-- Does repository $1 exist?
+SELECT EXISTS (SELECT 1 FROM code_repositories WHERE name = $1);
+
+-- list_repositories --
+-- Every repository with its counts, languages and embedding coverage.
+SELECT r.name, r.created_at, r.last_indexed_at, r.last_commit, r.last_job_id,
+       (SELECT count(*) FROM code_files f WHERE f.repository = r.name)::int AS files,
+       (SELECT count(*) FROM code_files f WHERE f.repository = r.name AND f.status = 'failed')::int
+           AS files_failed,
+       c.chunks, c.symbols, c.embedded,
+       (SELECT count(*) FROM code_edges e WHERE e.repository = r.name)::int AS edges,
+       (SELECT coalesce(jsonb_object_agg(language, n), '{}'::jsonb) FROM (
+            SELECT language, count(*)::int AS n FROM code_files f
+            WHERE f.repository = r.name AND language IS NOT NULL GROUP BY language) l)
+           AS languages
+FROM code_repositories r
+CROSS JOIN LATERAL (
+    SELECT count(*)::int AS chunks,
+           count(*) FILTER (WHERE kind NOT IN ('module', 'section', 'window'))::int AS symbols,
+           count(*) FILTER (WHERE embedding_status = 'done')::int AS embedded
+    FROM code_chunks k WHERE k.repository = r.name
+) c
+ORDER BY r.name;
+
+-- pending_items_of_repository --
+-- Per job, the files and chunks of repository $1 still waiting for work (to settle on delete).
+SELECT job_id, count(*)::int AS n FROM (
+    SELECT job_id FROM code_files WHERE repository = $1 AND status = 'pending'
+    UNION ALL
+    SELECT job_id FROM code_chunks WHERE repository = $1 AND embedding_status = 'pending'
+) p
+WHERE job_id IS NOT NULL GROUP BY job_id;
+
+-- delete_repository --
+-- Remove repository $1 and everything of it (files, chunks and edges cascade).
+DELETE FROM code_repositories WHERE name = $1 RETURNING name;
+
+-- ============================== files ===============================
+
+-- files_of_repository --
+-- Current files of repository $1 (locked for this transaction).
+SELECT id, path, content_hash, status, job_id FROM code_files WHERE repository = $1 FOR UPDATE;
+
+-- upsert_files --
+-- Store new or changed files ($1 repository, $2 paths, $3 modules, $4 languages, $5 contents,
+-- $6 hashes, $7 sizes, $8 job) as pending; returns their ids.
+INSERT INTO code_files (repository, path, module, language, content, content_hash, size_bytes,
+                        status, job_id)
+SELECT $1, u.path, u.module, u.language, u.content, u.hash, u.size, 'pending', $8
+FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
+     AS u(path, module, language, content, hash, size)
+ON CONFLICT (repository, path) DO UPDATE SET
+    module = EXCLUDED.module, language = EXCLUDED.language, content = EXCLUDED.content,
+    content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, status = 'pending',
+    error = NULL, job_id = EXCLUDED.job_id, updated_at = now()
+RETURNING id, path;
+
+-- pending_chunks_of_files --
+-- Per job, chunks of files $1 still waiting for an embedding (their jobs lose them on delete).
+SELECT job_id, count(*)::int AS n FROM code_chunks
+WHERE file_id = ANY($1::bigint[]) AND embedding_status = 'pending' AND job_id IS NOT NULL
+GROUP BY job_id;
+
+-- delete_files --
+-- Delete files $1 (chunks and edges cascade); returns their paths.
+DELETE FROM code_files WHERE id = ANY($1::bigint[]) RETURNING path;
+
+-- files_to_index --
+-- The current rows behind a batch of file ids ($1), with their job's status.
+SELECT f.id, f.repository, f.path, f.language, f.content, f.content_hash, f.status, f.job_id,
+       j.status AS job_status
+FROM code_files f LEFT JOIN jobs j ON j.id = f.job_id
+WHERE f.id = ANY($1::bigint[]);
+
+-- claim_file --
+-- Mark file $1 indexed with imports $4 if it still holds content $2 for job $3; returns it.
+UPDATE code_files SET status = 'indexed', imports = $4, error = NULL, indexed_at = now()
+WHERE id = $1 AND content_hash = $2 AND job_id IS NOT DISTINCT FROM $3 AND status = 'pending'
+RETURNING id;
+
+-- fail_file --
+-- Mark file $1 failed with reason $4 if it still holds content $2 for job $3; returns it.
+UPDATE code_files SET status = 'failed', error = $4, indexed_at = now()
+WHERE id = $1 AND content_hash = $2 AND job_id IS NOT DISTINCT FROM $3 AND status = 'pending'
+RETURNING id;
+
+-- cancel_files --
+-- Files $1 of a cancelled job stay unparsed.
+UPDATE code_files SET status = 'cancelled'
+WHERE id = ANY($1::bigint[]) AND status = 'pending';
+
+-- old_chunk_vectors --
+-- Embeddings of file $1's current chunks by embed hash, to reuse for unchanged chunks.
+SELECT embed_hash, embedding, embedding_model FROM code_chunks
+WHERE file_id = $1 AND embedding_status = 'done';
+
+-- clear_file_rows --
+-- Drop file $1's chunks and edges before writing its new parse.
+WITH gone AS (DELETE FROM code_edges WHERE file_id = $1)
+DELETE FROM code_chunks WHERE file_id = $1;
+
+-- insert_chunks --
+-- Chunks of file $1 (repository $2, path $3, language $4, job $5) from parallel arrays
+-- ($6 kinds .. $21 statuses); returns ids and statuses.
+INSERT INTO code_chunks (file_id, repository, path, language, job_id, kind, name,
+    qualified_name, parent_qualified_name, signature, docstring, start_line, end_line, content,
+    calls, complexity, content_hash, embed_hash, search_text, embedding, embedding_model,
+    embedding_status)
+SELECT $1, $2, $3, $4, $5, u.kind, u.name, u.qname, u.parent, u.sig, u.doc, u.s, u.e, u.content,
+       string_to_array(u.calls, E'\x1f'), u.cx, u.chash, u.ehash, u.stext, u.emb, u.model,
+       u.status
+FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+            $12::int[], $13::int[], $14::text[], $15::text[], $16::int[], $17::text[],
+            $18::text[], $19::text[], $20::vector[], $21::text[], $22::text[])
+     AS u(kind, name, qname, parent, sig, doc, s, e, content, calls, cx, chash, ehash, stext,
+          emb, model, status)
+RETURNING id, embedding_status;
+
+-- insert_edges --
+-- Edges of file $1 in repository $2 ($3 sources, $4 relationships, $5 externals, $6 candidate
+-- lists joined by U+001F, $7 bare names, $8 lines), resolved against the repository now.
+INSERT INTO code_edges (repository, file_id, source, relationship, external, candidates, target,
+                        line)
+SELECT $2, $1, u.source, u.rel, u.ext, c.cands, mnemo_resolve($2, c.cands, u.bare), u.line
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[])
+     AS u(source, rel, ext, cands, bare, line)
+CROSS JOIN LATERAL (SELECT string_to_array(u.cands, E'\x1f') AS cands) c
+ON CONFLICT (file_id, source, relationship, external) DO NOTHING;
+
+-- resolve_repository --
+-- Resolve every edge of repository $1 again (after files changed or went away).
+UPDATE code_edges e SET target = r.t
+FROM (SELECT id, mnemo_resolve(repository, candidates,
+             CASE WHEN external ~ '^[A-Za-z_$][A-Za-z0-9_$]*$' THEN external END) AS t
+      FROM code_edges WHERE repository = $1 AND relationship <> 'contains') r
+WHERE e.id = r.id AND e.target IS DISTINCT FROM r.t;
+
+-- files_left_in_job --
+-- How many files of job $1 are still pending.
+SELECT count(*)::int FROM code_files WHERE job_id = $1 AND status = 'pending';
+
+-- index_result --
+-- Add one batch's outcome to index job $1 ($2 indexed, $3 failures, $4 chunks, $5 symbols, $6 edges).
+SELECT mnemo_index_result($1, $2, $3::jsonb, $4, $5, $6);
+
+-- repository_indexed --
+-- Stamp repository $1 as indexed now.
+UPDATE code_repositories SET last_indexed_at = now() WHERE name = $1;
+
+-- ============================== chunks ==============================
+
+-- chunks_to_embed --
+-- The current rows behind a batch of chunk ids ($1), with their job's status.
+SELECT k.id::text AS id, k.qualified_name, k.signature, k.docstring, k.content, k.path,
+       k.embedding_status, k.job_id, j.status AS job_status
+FROM code_chunks k LEFT JOIN jobs j ON j.id = k.job_id
+WHERE k.id = ANY($1::bigint[]);
+
+-- store_chunk_embeddings --
+-- Write vectors ($1 ids, $2 vectors, $3 model) for chunks still pending; returns what moved.
+UPDATE code_chunks k
+SET embedding = u.embedding, embedding_model = $3, embedding_status = 'done',
+    embedding_error = NULL
+FROM unnest($1::bigint[], $2::vector[]) AS u(id, embedding)
+WHERE k.id = u.id AND k.embedding_status = 'pending'
+RETURNING k.id::text AS id, k.job_id;
+
+-- settle_chunks --
+-- Move pending chunks ($1 ids) to status $2 with error $3; returns what moved.
+UPDATE code_chunks SET embedding_status = $2, embedding_error = $3
+WHERE id = ANY($1::bigint[]) AND embedding_status = 'pending'
+RETURNING id::text AS id, job_id;
+
+-- ============================== search ==============================
+
+-- search_code_lexical --
+-- Full-text and trigram matches for tsquery $1 / raw text $2, filtered ($3 repository,
+-- $4 language, $5 kind, $6 path prefix), best $7.
+SELECT k.id, ts_rank_cd(k.tsv, q) + greatest(similarity(k.qualified_name, $2),
+       similarity(k.name, $2)) AS score
+FROM code_chunks k, to_tsquery('simple', $1) q
+WHERE ($3::text IS NULL OR k.repository = $3)
+  AND ($4::text IS NULL OR k.language = $4)
+  AND ($5::text IS NULL OR k.kind = $5)
+  AND ($6::text IS NULL OR k.path LIKE $6 || '%')
+  AND (k.tsv @@ q OR k.qualified_name % $2 OR k.name % $2)
+ORDER BY score DESC, k.id
+LIMIT $7;
+
+-- search_code_vector --
+-- Nearest chunks to vector $1 by model $2, filtered ($3 repository, $4 language, $5 kind,
+-- $6 path prefix), best $7.
+SELECT k.id, 1 - (k.embedding <=> $1) AS score
+FROM code_chunks k
+WHERE k.embedding IS NOT NULL AND k.embedding_model = $2
+  AND ($3::text IS NULL OR k.repository = $3)
+  AND ($4::text IS NULL OR k.language = $4)
+  AND ($5::text IS NULL OR k.kind = $5)
+  AND ($6::text IS NULL OR k.path LIKE $6 || '%')
+ORDER BY k.embedding <=> $1
+LIMIT $7;
+
+-- chunks_by_id --
+-- Search results' rows ($1 ids).
+SELECT id, repository, path, language, kind, name, qualified_name, signature, docstring,
+       start_line, end_line, content, complexity, embedding_status
+FROM code_chunks WHERE id = ANY($1::bigint[]);
+
+-- ============================== graph ===============================
+
+-- symbol --
+-- The chunks named $2 in repository $1.
+SELECT id, repository, path, language, kind, name, qualified_name, parent_qualified_name,
+       signature, docstring, start_line, end_line, calls, complexity
+FROM code_chunks WHERE repository = $1 AND qualified_name = $2 ORDER BY path, start_line;
+
+-- callers --
+-- Who calls $2 in repository $1: source symbols with their location.
+SELECT DISTINCT e.source AS qualified_name, k.path, k.start_line AS line, e.line AS call_line
+FROM code_edges e
+LEFT JOIN code_chunks k ON k.repository = e.repository AND k.qualified_name = e.source
+    AND k.file_id = e.file_id
+WHERE e.repository = $1 AND e.target = $2 AND e.relationship = 'calls'
+ORDER BY 1, 2 NULLS LAST
+LIMIT $3;
+
+-- callees --
+-- What $2 calls in repository $1: resolved targets with their location, or external names.
+SELECT DISTINCT coalesce(e.target, e.external) AS qualified_name, e.target IS NOT NULL AS resolved,
+       t.path, t.start_line AS line, e.line AS call_line
+FROM code_edges e
+LEFT JOIN LATERAL (
+    SELECT path, start_line FROM code_chunks
+    WHERE repository = e.repository AND qualified_name = e.target
+    ORDER BY path LIMIT 1
+) t ON true
+WHERE e.repository = $1 AND e.source = $2 AND e.relationship = 'calls'
+ORDER BY 2 DESC, 1
+LIMIT $3;
+
+-- edges_out --
+-- Edges leaving nodes $2 in repository $1 ($3 relationship, NULL = all; $4 only resolved).
+SELECT source, relationship, coalesce(target, external) AS other, target IS NOT NULL AS resolved
+FROM code_edges
+WHERE repository = $1 AND source = ANY($2::text[])
+  AND ($3::text IS NULL OR relationship = $3) AND (NOT $4 OR target IS NOT NULL);
+
+-- edges_in --
+-- Edges arriving at nodes $2 in repository $1 ($3 relationship, NULL = all).
+SELECT target AS node, relationship, source AS other, true AS resolved
+FROM code_edges
+WHERE repository = $1 AND target = ANY($2::text[]) AND ($3::text IS NULL OR relationship = $3);
+
+-- locate_symbols --
+-- Paths and lines of symbols $2 in repository $1.
+SELECT DISTINCT ON (qualified_name) qualified_name, path, start_line
+FROM code_chunks WHERE repository = $1 AND qualified_name = ANY($2::text[])
+ORDER BY qualified_name, path;
+
+-- index_job_detail --
+-- Live counts of index job $1: files by status and chunks by embedding status.
+SELECT 'file' AS item, status, count(*)::int AS n FROM code_files WHERE job_id = $1 GROUP BY status
+UNION ALL
+SELECT 'chunk', embedding_status, count(*)::int FROM code_chunks WHERE job_id = $1
+GROUP BY embedding_status;

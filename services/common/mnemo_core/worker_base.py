@@ -1,0 +1,123 @@
+"""What every queue worker shares: a visible lifecycle (``run`` / ``stop`` / ``_shutdown``),
+registration and a supervised heartbeat, and a batch loop that backs off while the database
+is away. Subclasses implement ``_read_and_process`` and may add side loops."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import asyncpg
+
+from mnemo_core import db, workers
+from mnemo_core import logging as mlog
+from mnemo_core.settings import Settings
+
+log = mlog.get(__name__)
+
+
+async def wait(event: asyncio.Event, seconds: float) -> None:
+    """Sleep up to ``seconds``, waking early when ``event`` is set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+class QueueWorker:
+    kind = "worker"
+
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, *, worker_id: str, once: bool = False
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.worker_id = worker_id
+        self.once = once
+        self._stop = asyncio.Event()
+        self._processed = 0  # since the last heartbeat
+        self._failed = 0
+        self._last_batch = 0
+        self.total_processed = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("worker_stopping", worker_id=self.worker_id)
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def side_loops(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """Named side tasks besides the heartbeat; if one dies, the worker stops loudly."""
+        return {}
+
+    async def run(self) -> None:
+        async with self.pool.acquire() as conn:
+            await workers.register(conn, self.worker_id, self.kind, self.settings.batch_size)
+        log.info("worker_started", worker_id=self.worker_id, kind=self.kind, once=self.once)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                for name, coro in self.side_loops().items():
+                    tg.create_task(coro, name=name)
+                tg.create_task(self._batch_loop(), name="batches")
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        try:
+            async with self.pool.acquire() as conn:
+                await self._beat(conn)
+                await workers.stopped(conn, self.worker_id)
+        except Exception as exc:  # the database may be gone; the heartbeat will age out
+            log.warning("final_heartbeat_failed", worker_id=self.worker_id, error=str(exc))
+        log.info("worker_stopped", worker_id=self.worker_id, processed=self.total_processed)
+
+    # -- heartbeat -----------------------------------------------------------------------
+
+    def count(self, processed: int = 0, failed: int = 0) -> None:
+        self._processed += processed
+        self._failed += failed
+        self.total_processed += processed
+
+    async def _beat(self, conn: asyncpg.Connection) -> None:
+        processed, failed = self._processed, self._failed
+        await workers.beat(conn, self.worker_id, processed, failed, self._last_batch)
+        self._processed -= processed
+        self._failed -= failed
+
+    async def _heartbeat_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                async with self.pool.acquire() as conn:
+                    await self._beat(conn)
+            except db.UNAVAILABLE_ERRORS as exc:
+                log.warning("heartbeat_failed", worker_id=self.worker_id, error=str(exc))
+            await wait(self._stop, self.settings.heartbeat_s)
+
+    # -- batches -------------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                await self._read_and_process()
+                backoff = 0.5
+            except db.UNAVAILABLE_ERRORS as exc:
+                # Nothing in hand was acknowledged: it comes back after its visibility timeout.
+                log.warning(
+                    "database_unavailable",
+                    worker_id=self.worker_id,
+                    error=str(exc),
+                    retry_in_s=backoff,
+                )
+                await wait(self._stop, backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _read_and_process(self) -> None:
+        raise NotImplementedError
