@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from mnemo_api import errors
 from mnemo_api.middleware import ApiKeys, BodyLimit
 from mnemo_api.query_embedding import QueryEmbedder
-from mnemo_api.routes import events, jobs, ops, search
+from mnemo_api.routes import code, events, jobs, ops, search
 from mnemo_api.state import AppState, QueueStatsCache
 from mnemo_core import __version__, db, migrate
 from mnemo_core import logging as mlog
@@ -77,8 +77,13 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for router in (ops.router, events.router, jobs.router, search.router):
+    for router in (ops.router, events.router, jobs.router, search.router, code.router):
         app.include_router(router)
     app.add_middleware(ApiKeys, keys=settings.api_key_list, protected=("/v1", "/ui"))
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        # Repository uploads are bigger than anything else.
+        per_path={"/v1/code/index": max(settings.max_body_bytes, settings.max_archive_bytes)},
+    )
     return app

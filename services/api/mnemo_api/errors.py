@@ -10,9 +10,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mnemo_api.archive import TooLarge
 from mnemo_core import db
 from mnemo_core import logging as mlog
-from mnemo_core.errors import Conflict, DatabaseUnavailable, EmbedderUnavailable, NotFound
+from mnemo_core.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    EmbedderUnavailable,
+    InvalidInput,
+    NotFound,
+)
 
 log = mlog.get(__name__)
 RETRY_AFTER_S = "5"
@@ -27,54 +34,69 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+async def _invalid(_req: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
+        for e in exc.errors()
+    ]
+    first = errors[0] if errors else {"field": "", "message": "invalid request"}
+    return problem(422, f"{first['field']}: {first['message']}", errors=errors)
+
+
+async def _http(_req: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    resp = problem(exc.status_code, str(exc.detail))
+    for k, v in (exc.headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+async def _bad_input(_req: Request, exc: Exception) -> JSONResponse:
+    return problem(413 if isinstance(exc, TooLarge) else 422, str(exc))
+
+
+async def _not_found(_req: Request, exc: Exception) -> JSONResponse:
+    return problem(404, str(exc))
+
+
+async def _conflict(_req: Request, exc: Exception) -> JSONResponse:
+    return problem(409, str(exc))
+
+
+async def _no_embedder(_req: Request, exc: Exception) -> JSONResponse:
+    return problem(503, str(exc))
+
+
+async def _unavailable(req: Request, exc: Exception) -> JSONResponse:
+    log.warning("database_unavailable", error=str(exc), path=req.url.path)
+    return problem(503, "the database is unavailable; retry shortly")
+
+
+async def _bad_value(_req: Request, exc: Exception) -> JSONResponse:
+    return problem(422, f"invalid value: {exc}")
+
+
+async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", path=req.url.path)
+    return problem(500, "internal error")
+
+
 def install(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
-            for e in exc.errors()
-        ]
-        first = errors[0] if errors else {"field": "", "message": "invalid request"}
-        return problem(422, f"{first['field']}: {first['message']}", errors=errors)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        resp = problem(exc.status_code, str(exc.detail))
-        for k, v in (exc.headers or {}).items():
-            resp.headers[k] = v
-        return resp
-
-    @app.exception_handler(NotFound)
-    async def _not_found(_req: Request, exc: NotFound) -> JSONResponse:
-        return problem(404, str(exc))
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_req: Request, exc: Conflict) -> JSONResponse:
-        return problem(409, str(exc))
-
-    @app.exception_handler(EmbedderUnavailable)
-    async def _no_embedder(_req: Request, exc: EmbedderUnavailable) -> JSONResponse:
-        return problem(503, str(exc))
-
-    @app.exception_handler(DatabaseUnavailable)
-    async def _db_down(_req: Request, exc: DatabaseUnavailable) -> JSONResponse:
-        log.warning("database_unavailable", error=str(exc))
-        return problem(503, "the database is unavailable; retry shortly")
-
-    async def _unavailable(req: Request, exc: Exception) -> JSONResponse:
-        log.warning("database_unavailable", error=str(exc), path=req.url.path)
-        return problem(503, "the database is unavailable; retry shortly")
-
+    handlers: dict[type[Exception], Any] = {
+        RequestValidationError: _invalid,
+        StarletteHTTPException: _http,
+        InvalidInput: _bad_input,
+        NotFound: _not_found,
+        Conflict: _conflict,
+        EmbedderUnavailable: _no_embedder,
+        DatabaseUnavailable: _unavailable,
+        asyncpg.DataError: _bad_value,
+        Exception: _unexpected,
+    }
     # Handlers for specific classes answer in ExceptionMiddleware, without the traceback
-    # that the catch-all below leaves in the server log.
+    # that the catch-all leaves in the server log.
     for cls in db.UNAVAILABLE_ERRORS:
-        app.add_exception_handler(cls, _unavailable)  # type: ignore[arg-type]
-
-    @app.exception_handler(asyncpg.DataError)
-    async def _bad_value(_req: Request, exc: asyncpg.DataError) -> JSONResponse:
-        return problem(422, f"invalid value: {exc}")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=req.url.path)
-        return problem(500, "internal error")
+        handlers[cls] = _unavailable  # type: ignore[index]
+    for cls, handler in handlers.items():
+        app.add_exception_handler(cls, handler)

@@ -52,16 +52,19 @@ def _declared_length(scope: Scope) -> int:
 class BodyLimit:
     """Refuse bodies over ``max_bytes``: by Content-Length up front, or while streaming."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = per_path or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        detail = f"request body exceeds the limit of {self.max_bytes} bytes (MNEMO_MAX_BODY_BYTES)"
-        if _declared_length(scope) > self.max_bytes:
+        limit = self.per_path.get(scope["path"], self.max_bytes)
+        setting = "MNEMO_MAX_BODY_BYTES" if limit == self.max_bytes else "MNEMO_MAX_ARCHIVE_BYTES"
+        detail = f"request body exceeds the limit of {limit} bytes ({setting})"
+        if _declared_length(scope) > limit:
             await _reply(send, 413, detail)
             return
         seen = 0
@@ -72,7 +75,7 @@ class BodyLimit:
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > limit:
                     raise _TooLarge
             return msg
 

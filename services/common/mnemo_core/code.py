@@ -14,7 +14,7 @@ import numpy as np
 from pgvector import Vector
 
 from mnemo_core import jobs, queue
-from mnemo_core.errors import NotFound
+from mnemo_core.errors import InvalidInput, NotFound
 from mnemo_core.items import Item, Moved
 from mnemo_core.queries import Q
 from mnemo_core.text import chunk_embed_text, module_path
@@ -59,6 +59,9 @@ async def index_files(
 ) -> IndexAccepted:
     """Store new and changed files and queue them for the indexer, in the caller's
     transaction. Unchanged files (same content hash, already indexed) cost nothing."""
+    for i, f in enumerate(files):
+        if "\x00" in f.content:
+            raise InvalidInput(f"files.{i}.content", f"{f.path} contains NUL bytes (binary?)")
     await conn.execute(Q["upsert_repository"], repository, commit, None)
     await conn.execute(Q["lock_repository"], repository)
     existing = {r["path"]: r for r in await conn.fetch(Q["files_of_repository"], repository)}

@@ -30,5 +30,13 @@ class EmbedderUnavailable(MnemoError):
     """No live embedder answered a query embedding in time."""
 
 
+class InvalidInput(MnemoError):
+    """A request that cannot be accepted; ``field`` names the part at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
 class PoisonMessage(MnemoError):
     """A queue message that can never be processed: dead-letter it at once."""

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_batch_events: int = 1000
     query_timeout_s: float = 10.0
     search_ef: int = 100
+    # Operations: /metrics without a key (else it needs X-API-Key like /v1), and how often
+    # the API samples queue figures for /metrics and the /ui history.
+    metrics_public: bool = True
+    ops_sample_s: float = 5.0
 
     # Embedding
     embedding_model: str = DEFAULT_MODEL
@@ -49,9 +53,20 @@ class Settings(BaseSettings):
     heartbeat_s: float = 5.0
     worker_dead_after_s: float = 20.0
 
+    # Code indexing
+    parse_processes: int = 1
+    parse_timeout_s: float = 30.0
+    index_messages: int = 4
+    max_file_bytes: int = 1024 * 1024
+    max_files_per_request: int = 20_000
+    max_archive_bytes: int = 64 * 1024 * 1024
+    max_archive_expanded_bytes: int = 512 * 1024 * 1024
+    max_archive_entries: int = 50_000
+    max_path_chars: int = 1024
+
     # Local runner
     embedders: int = 1
-    indexers: int = 0  # the indexer service lands with the code-intelligence issue
+    indexers: int = 1
 
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "info"

@@ -1,13 +1,60 @@
-"""``mnemo-indexer``: the code indexing worker (consumes the ``index`` queue).
-
-Not built yet: it lands with the code-intelligence issue. The command exists so the
-packaging, the container stack and the local runner already know its name."""
+"""``mnemo-indexer``: the code indexing worker (the same command locally and in containers)."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import sys
+
+from mnemo_core import db, service, workers
+from mnemo_core import logging as mlog
+from mnemo_core.settings import Settings
+from mnemo_indexer.pool import ParsePool
+from mnemo_indexer.worker import IndexWorker
+
+log = mlog.get(__name__)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="mnemo-indexer", description=__doc__)
+    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 iff an indexer on this host beat recently",
+    )
+    p.add_argument(
+        "--processes", type=int, default=None, help="parser processes (MNEMO_PARSE_PROCESSES)"
+    )
+    return p.parse_args(argv)
+
+
+async def amain(args: argparse.Namespace, settings: Settings) -> int:
+    if args.check:
+        ok = await service.check_heartbeat(settings.dsn(), "indexer", settings.worker_dead_after_s)
+        return 0 if ok else 1
+    worker_id = workers.new_worker_id("indexer")
+    app_name = f"mnemo-indexer:{worker_id}"
+    await service.wait_for_schema(settings.dsn(), application_name=app_name)
+    processes = args.processes if args.processes is not None else settings.parse_processes
+    parser = ParsePool(processes, settings.parse_timeout_s)
+    pool = await db.create_pool(settings.dsn(), application_name=app_name, min_size=1, max_size=4)
+    try:
+        worker = IndexWorker(pool, settings, parser, worker_id=worker_id, once=args.once)
+        await service.run_until_stopped(worker.run(), worker.stop, grace_s=settings.grace_period_s)
+    finally:
+        await pool.close()
+        parser.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    print("mnemo-indexer: the code indexer is not built yet", file=sys.stderr)
-    sys.exit(2)
+    args = parse_args(argv)
+    settings = Settings()
+    mlog.configure("indexer", settings.log_format, settings.log_level)
+    try:
+        code = asyncio.run(amain(args, settings))
+    except Exception as exc:
+        log.exception("indexer_failed", error=str(exc))
+        code = 1
+    sys.exit(code)

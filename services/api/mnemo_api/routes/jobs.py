@@ -10,7 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from mnemo_api.state import AppState, state
-from mnemo_core import jobs
+from mnemo_core import code, jobs
 from mnemo_core.db import transaction
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -34,7 +34,10 @@ def _parse_cursor(text: str) -> tuple[dt.datetime, uuid.UUID]:
 async def get_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Status, progress {total, done, failed}, attempts, error, timestamps, failed items."""
     async with st.pool.acquire() as conn:
-        return await jobs.get(conn, job_id)
+        job = await jobs.get(conn, job_id)
+        if job["kind"] == code.INDEX_JOB:
+            job["detail"] = await code.job_detail(conn, job_id)
+    return job
 
 
 @router.get("")

@@ -89,8 +89,10 @@ FROM code_files f LEFT JOIN jobs j ON j.id = f.job_id
 WHERE f.id = ANY($1::bigint[]);
 
 -- claim_file --
--- Mark file $1 indexed with imports $4 if it still holds content $2 for job $3; returns it.
-UPDATE code_files SET status = 'indexed', imports = $4, error = NULL, indexed_at = now()
+-- Mark file $1 indexed with imports $4 and language $5 if it still holds content $2 for
+-- job $3; returns it.
+UPDATE code_files
+SET status = 'indexed', imports = $4, language = $5, error = NULL, indexed_at = now()
 WHERE id = $1 AND content_hash = $2 AND job_id IS NOT DISTINCT FROM $3 AND status = 'pending'
 RETURNING id;
 

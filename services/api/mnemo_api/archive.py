@@ -1,0 +1,199 @@
+"""Repository uploads as ``.tar.gz`` / ``.tgz`` / ``.tar`` or ``.zip``, unpacked in memory
+with every door closed: absolute paths, ``..``, links and special files refuse the whole
+archive; entry count and expanded size are bounded while decompressing (bombs stop early);
+binary, non-UTF-8 and oversized files are skipped and reported."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+
+from mnemo_core.code import SourceFile
+from mnemo_core.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_bytes: int
+    max_expanded_bytes: int
+    max_entries: int
+    max_path_chars: int = 1024
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: str
+    reason: str
+
+
+class TooLarge(InvalidInput):
+    """An archive beyond a size limit (answered 413)."""
+
+
+def clean_path(raw: str, *, field: str, max_chars: int) -> str:
+    """A repository-relative POSIX path, or InvalidInput naming what is wrong with it."""
+    path = raw.replace("\\", "/")
+    while path.startswith("./"):
+        path = path[2:]
+    if not path or path.endswith("/"):
+        raise InvalidInput(field, f"empty file path {raw!r}")
+    if len(path) > max_chars:
+        raise InvalidInput(field, f"path longer than {max_chars} characters")
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        raise InvalidInput(field, f"absolute path {raw!r} is not allowed")
+    if any(part in ("..",) for part in path.split("/")):
+        raise InvalidInput(field, f"path {raw!r} leaves the repository ('..')")
+    if "\x00" in path or any(ord(ch) < 32 for ch in path):
+        raise InvalidInput(field, f"path {raw!r} contains control characters")
+    return "/".join(p for p in path.split("/") if p and p != ".")
+
+
+def decode(path: str, data: bytes) -> str | Skipped:
+    if b"\x00" in data[:8192] or b"\x00" in data:
+        return Skipped(path, "binary file (NUL bytes)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return Skipped(path, "not valid UTF-8")
+
+
+class _Counting(io.RawIOBase):
+    """Reads a decompressing stream, refusing to expand past ``limit`` bytes."""
+
+    def __init__(self, inner: io.BufferedIOBase, limit: int) -> None:
+        self.inner = inner
+        self.limit = limit
+        self.seen = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.inner.read(len(b))
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise TooLarge(
+                "archive",
+                f"expands beyond {self.limit} bytes "
+                "(MNEMO_MAX_ARCHIVE_EXPANDED_BYTES): refused as a decompression bomb",
+            )
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Collector:
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.files: list[SourceFile] = []
+        self.skipped: list[Skipped] = []
+        self.entries = 0
+        self.paths: set[str] = set()
+
+    def entry(self, raw_name: str) -> str:
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise TooLarge(
+                "archive",
+                f"more than {self.limits.max_entries} entries (MNEMO_MAX_ARCHIVE_ENTRIES)",
+            )
+        return clean_path(
+            raw_name, field=f"archive entry {raw_name!r}", max_chars=self.limits.max_path_chars
+        )
+
+    def add(self, path: str, data: bytes) -> None:
+        text = decode(path, data)
+        if isinstance(text, Skipped):
+            self.skipped.append(text)
+        elif path not in self.paths:
+            self.paths.add(path)
+            self.files.append(SourceFile(path, text))
+
+
+def _strip_common_root(files: list[SourceFile]) -> list[SourceFile]:
+    """``myproject/src/a.py`` -> ``src/a.py`` when every file shares one top folder."""
+    tops = {f.path.split("/", 1)[0] for f in files}
+    if len(tops) == 1 and all("/" in f.path for f in files):
+        return [SourceFile(f.path.split("/", 1)[1], f.content, f.language) for f in files]
+    return files
+
+
+def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
+    raw: io.BufferedIOBase = (
+        gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
+    )
+    stream = io.BufferedReader(_Counting(raw, limits.max_expanded_bytes))
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                path = col.entry(member.name)
+                if member.isdir():
+                    continue
+                if member.issym() or member.islnk():
+                    raise InvalidInput(f"archive entry {member.name!r}", "links are not allowed")
+                if not member.isfile():
+                    raise InvalidInput(
+                        f"archive entry {member.name!r}", "special files are not allowed"
+                    )
+                if member.size > limits.max_file_bytes:
+                    col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
+                    continue
+                f = tar.extractfile(member)
+                col.add(path, f.read() if f is not None else b"")
+    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise InvalidInput("archive", f"not a readable tar archive: {exc}") from exc
+
+
+def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise InvalidInput("archive", f"not a readable zip archive: {exc}") from exc
+    expanded = 0
+    with zf:
+        for info in zf.infolist():
+            path = col.entry(info.filename)
+            if info.is_dir():
+                continue
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise InvalidInput(f"archive entry {info.filename!r}", "links are not allowed")
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
+                raise InvalidInput(
+                    f"archive entry {info.filename!r}", "special files are not allowed"
+                )
+            if info.file_size > limits.max_file_bytes:
+                col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
+                continue
+            try:
+                with zf.open(info) as fh:
+                    # Never trust the declared size: read at most one byte past the limit.
+                    body = fh.read(limits.max_file_bytes + 1)
+            except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError) as exc:
+                raise InvalidInput(
+                    f"archive entry {info.filename!r}", f"unreadable: {exc}"
+                ) from exc
+            if len(body) > limits.max_file_bytes:
+                col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
+                continue
+            expanded += len(body)
+            if expanded > limits.max_expanded_bytes:
+                raise TooLarge(
+                    "archive",
+                    f"expands beyond {limits.max_expanded_bytes} bytes "
+                    "(MNEMO_MAX_ARCHIVE_EXPANDED_BYTES): refused as a decompression bomb",
+                )
+            col.add(path, body)
+
+
+def unpack(data: bytes, limits: Limits) -> tuple[list[SourceFile], list[Skipped]]:
+    """The text files of an archive (zip or tar, gzip or not) and what was skipped."""
+    col = _Collector(limits)
+    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+        _zip(data, limits, col)
+    else:
+        _tar(data, limits, col)
+    return _strip_common_root(col.files), col.skipped

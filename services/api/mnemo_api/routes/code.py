@@ -1,0 +1,314 @@
+"""/v1/code: index repositories (JSON files or an uploaded archive), search code by meaning
+and by name, walk the call graph, list and delete repositories."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
+from mnemo_api.state import AppState, state
+from mnemo_core import code, codesearch
+from mnemo_core import graph as graphs
+from mnemo_core.db import transaction
+from mnemo_core.errors import EmbedderUnavailable, InvalidInput
+
+router = APIRouter(prefix="/v1/code", tags=["code"])
+
+REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Repo = Annotated[str, Field(pattern=REPO_PATTERN, description="repository name")]
+
+
+class FileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=1024)
+    content: str
+    language: str | None = Field(default=None, max_length=32)
+
+
+class IndexIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repository: Repo
+    files: list[FileIn]
+    commit: str | None = Field(default=None, max_length=200)
+    prune: bool = False
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    q: str = Field(min_length=1, max_length=2000)
+    repository: Repo | None = None
+    language: str | None = Field(default=None, max_length=32)
+    kind: str | None = Field(default=None, max_length=32)
+    path_prefix: str | None = Field(default=None, max_length=1024)
+    mode: Literal["hybrid", "lexical", "vector"] = "hybrid"
+    limit: int = Field(default=10, ge=1, le=100)
+
+
+class TraverseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repository: Repo
+    start: str = Field(min_length=1, max_length=1024)
+    direction: Literal["in", "out", "both"] = "out"
+    relationship: Literal["calls", "contains", "imports"] | None = None
+    max_depth: int = Field(default=2, ge=1, le=graphs.MAX_DEPTH)
+
+
+def _limits(st: AppState) -> Limits:
+    s = st.settings
+    return Limits(
+        s.max_file_bytes, s.max_archive_expanded_bytes, s.max_archive_entries, s.max_path_chars
+    )
+
+
+def _check_files(body: IndexIn, st: AppState) -> list[code.SourceFile]:
+    s = st.settings
+    if len(body.files) > s.max_files_per_request:
+        raise InvalidInput(
+            "body.files",
+            f"{len(body.files)} files; at most "
+            f"{s.max_files_per_request} per request (MNEMO_MAX_FILES_PER_REQUEST)",
+        )
+    out, seen = [], set()
+    for i, f in enumerate(body.files):
+        field = f"body.files.{i}"
+        path = clean_path(f.path, field=f"{field}.path", max_chars=s.max_path_chars)
+        if path in seen:
+            raise InvalidInput(f"{field}.path", f"{path} appears twice")
+        seen.add(path)
+        try:
+            size = len(f.content.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise InvalidInput(f"{field}.content", f"{path} is not valid UTF-8") from exc
+        if size > s.max_file_bytes:
+            raise InvalidInput(
+                f"{field}.content",
+                f"{path} has {size} bytes; at most "
+                f"{s.max_file_bytes} per file (MNEMO_MAX_FILE_BYTES)",
+            )
+        if "\x00" in f.content:
+            raise InvalidInput(f"{field}.content", f"{path} contains NUL bytes (binary?)")
+        out.append(code.SourceFile(path, f.content, f.language))
+    return out
+
+
+async def _from_multipart(
+    request: Request, st: AppState
+) -> tuple[IndexIn, list[code.SourceFile], list[Skipped]]:
+    limit = st.settings.max_archive_bytes
+    async with request.form(max_files=1, max_fields=10, max_part_size=limit) as form:
+        upload = form.get("archive") or form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput(
+                "body.archive", "attach the repository as a file field named 'archive'"
+            )
+        data = await upload.read()
+        fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+    if len(data) > limit:
+        raise TooLarge(
+            "body.archive", f"{len(data)} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)"
+        )
+    try:
+        meta = IndexIn(
+            repository=fields.get("repository", ""),
+            files=[],
+            commit=fields.get("commit") or None,
+            prune=fields.get("prune", "false").lower() in ("1", "true", "yes", "on"),
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"body.{'.'.join(map(str, first['loc']))}", first["msg"]) from exc
+    files, skipped = unpack(data, _limits(st))
+    if len(files) > st.settings.max_files_per_request:
+        raise InvalidInput(
+            "body.archive",
+            f"{len(files)} files; at most "
+            f"{st.settings.max_files_per_request} (MNEMO_MAX_FILES_PER_REQUEST)",
+        )
+    return meta, files, skipped
+
+
+@router.post(
+    "/index",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": IndexIn.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["repository", "archive"],
+                        "properties": {
+                            "repository": {"type": "string", "pattern": REPO_PATTERN},
+                            "archive": {"type": "string", "format": "binary"},
+                            "commit": {"type": "string"},
+                            "prune": {"type": "boolean"},
+                        },
+                    }
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def index(request: Request, st: AppState = Depends(state)) -> dict[str, Any]:
+    """Index a repository: a JSON list of files, or a multipart upload of a .tar.gz/.zip
+    (field ``archive``). Unchanged files (same content) are skipped; with ``prune``, files
+    of the repository missing from the request are removed. Poll the job for progress."""
+    ctype = request.headers.get("content-type", "")
+    skipped: list[Skipped] = []
+    if ctype.startswith("multipart/form-data"):
+        meta, files, skipped = await _from_multipart(request, st)
+    else:
+        try:
+            raw = await request.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput("body", "expected JSON or a multipart archive upload") from exc
+        try:
+            meta = IndexIn.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidInput("body." + ".".join(map(str, first["loc"])), first["msg"]) from exc
+        files = _check_files(meta, st)
+    async with transaction(st.pool) as conn:
+        acc = await code.index_files(
+            conn, meta.repository, files, commit=meta.commit, prune=meta.prune
+        )
+    return {
+        "job_id": str(acc.job_id),
+        "repository": meta.repository,
+        "files": acc.files,
+        "files_changed": acc.changed,
+        "files_unchanged": acc.unchanged,
+        "files_removed": acc.removed,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+    }
+
+
+async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
+    started = time.perf_counter()
+    filters = codesearch.Filters(body.repository, body.language, body.kind, body.path_prefix)
+    n = max(body.limit * 4, 50)
+    notes: list[str] = []
+    lex: list[tuple[int, float]] = []
+    vec: list[tuple[int, float]] = []
+    if body.mode in ("hybrid", "lexical"):
+        async with st.pool.acquire() as conn:
+            lex = await codesearch.lexical(conn, body.q, filters, n)
+    if body.mode in ("hybrid", "vector"):
+        try:
+            qv = await st.query_embedder.embed(body.q)
+        except EmbedderUnavailable as exc:
+            if body.mode == "vector":
+                raise
+            notes.append(f"lexical results only: {exc}")
+        else:
+            async with st.pool.acquire() as conn:
+                vec = await codesearch.vector(
+                    conn, qv, st.settings.embedding_model, filters, n, st.settings.search_ef
+                )
+    fused = codesearch.rrf([[i for i, _ in lex], [i for i, _ in vec]])
+    async with st.pool.acquire() as conn:
+        results = await codesearch.results(conn, fused, dict(lex), dict(vec), body.limit)
+    return {
+        "results": results,
+        "count": len(results),
+        "mode": body.mode,
+        "notes": notes,
+        "took_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+
+
+@router.get("/search")
+async def search_get(
+    st: AppState = Depends(state),
+    q: Annotated[str, Query(min_length=1, max_length=2000)] = ...,  # type: ignore[assignment]
+    repository: Annotated[str | None, Query(pattern=REPO_PATTERN)] = None,
+    language: Annotated[str | None, Query(max_length=32)] = None,
+    kind: Annotated[str | None, Query(max_length=32)] = None,
+    path_prefix: Annotated[str | None, Query(max_length=1024)] = None,
+    mode: Literal["hybrid", "lexical", "vector"] = "hybrid",
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    """Hybrid by default: full-text + trigram over names, signatures, docstrings and split
+    identifiers, and cosine similarity of embeddings, fused by reciprocal rank."""
+    body = SearchIn(
+        q=q,
+        repository=repository,
+        language=language,
+        kind=kind,
+        path_prefix=path_prefix,
+        mode=mode,
+        limit=limit,
+    )
+    return await _search(body, st)
+
+
+@router.post("/search")
+async def search_post(body: SearchIn, st: AppState = Depends(state)) -> dict[str, Any]:
+    return await _search(body, st)
+
+
+@router.get("/graph/{repository}/symbols/{qualified_name:path}")
+async def symbol(
+    repository: str,
+    qualified_name: str,
+    st: AppState = Depends(state),
+) -> dict[str, Any]:
+    """A symbol with its callers and callees (qualified name, path, line)."""
+    async with st.pool.acquire() as conn:
+        return await graphs.symbol(conn, repository, qualified_name)
+
+
+@router.post("/graph/traverse")
+async def traverse(body: TraverseIn, st: AppState = Depends(state)) -> dict[str, Any]:
+    """Everything reachable from ``start`` within ``max_depth`` hops."""
+    async with st.pool.acquire() as conn:
+        return await graphs.traverse(
+            conn,
+            body.repository,
+            body.start,
+            direction=body.direction,
+            relationship=body.relationship,
+            max_depth=body.max_depth,
+        )
+
+
+@router.get("/graph/{repository}/path")
+async def call_path(
+    repository: str,
+    st: AppState = Depends(state),
+    source: Annotated[str, Query(alias="from", min_length=1, max_length=1024)] = ...,  # type: ignore[assignment]
+    target: Annotated[str, Query(alias="to", min_length=1, max_length=1024)] = ...,  # type: ignore[assignment]
+    max_depth: Annotated[int, Query(ge=1, le=graphs.MAX_DEPTH)] = graphs.MAX_DEPTH,
+) -> dict[str, Any]:
+    """The shortest chain of resolved calls from ``from`` to ``to`` (``path`` is null when
+    there is none within ``max_depth``)."""
+    async with st.pool.acquire() as conn:
+        path = await graphs.call_path(conn, repository, source, target, max_depth=max_depth)
+    return {
+        "repository": repository,
+        "from": source,
+        "to": target,
+        "path": path,
+        "hops": len(path) - 1 if path else None,
+    }
+
+
+@router.get("/repositories")
+async def repositories(st: AppState = Depends(state)) -> dict[str, Any]:
+    """Files, chunks, symbols, edges, languages, last indexed and embedding coverage."""
+    async with st.pool.acquire() as conn:
+        return {"repositories": await code.list_repositories(conn)}
+
+
+@router.delete("/repositories/{name}", status_code=204)
+async def delete_repository(name: str, st: AppState = Depends(state)) -> Response:
+    """Remove a repository and everything of it."""
+    async with transaction(st.pool) as conn:
+        await code.delete_repository(conn, name)
+    return Response(status_code=204)

@@ -1,0 +1,65 @@
+"""Parsing off the event loop, in worker processes, each file bounded in time.
+
+pebble's ProcessPool kills and replaces a worker process whose task overruns its timeout,
+which concurrent.futures cannot do; a pathological file fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from pebble import ProcessExpired, ProcessPool
+
+from mnemo_indexer.chunking import ParsedFile, ParseError, parse_file
+from mnemo_indexer.records import ChunkRow, EdgeRow, chunk_rows, edge_rows
+
+
+@dataclass(frozen=True)
+class FileRows:
+    parsed: ParsedFile
+    chunks: list[ChunkRow]
+    edges: list[EdgeRow]
+
+
+class FileFailed(Exception):
+    """This file cannot be indexed; ``reason`` says why (shown on its job)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_and_build(path: str, content: str, language: str | None) -> FileRows:
+    """Runs in a worker process: parse, then build the rows to write."""
+    parsed = parse_file(path, content, language)
+    return FileRows(parsed, chunk_rows(parsed), edge_rows(parsed))
+
+
+class ParsePool:
+    def __init__(self, processes: int, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        # forkserver: never fork a process that runs an event loop and threads.
+        self._pool = ProcessPool(
+            max_workers=max(1, processes), context=multiprocessing.get_context("forkserver")
+        )
+
+    async def parse(self, path: str, content: str, language: str | None) -> FileRows:
+        future = self._pool.schedule(
+            parse_and_build, args=(path, content, language), timeout=self.timeout_s
+        )
+        try:
+            return await asyncio.wrap_future(future)
+        except ParseError as exc:
+            raise FileFailed(exc.reason) from exc
+        except FutureTimeout as exc:
+            raise FileFailed(f"parsing took longer than {self.timeout_s:g}s") from exc
+        except ProcessExpired as exc:
+            raise FileFailed(f"the parser crashed (exit code {exc.exitcode})") from exc
+        except (RecursionError, MemoryError, ValueError, UnicodeError) as exc:
+            raise FileFailed(f"the parser failed: {type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        self._pool.stop()
+        self._pool.join(timeout=5)

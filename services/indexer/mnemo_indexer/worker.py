@@ -1,0 +1,344 @@
+"""The index worker: read file ids from ``index``, parse them in worker processes (outside
+any transaction), then write chunks, edges, job progress and the chunk embeddings' queue
+messages, and acknowledge, in one transaction per message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from mnemo_core import jobs, queue
+from mnemo_core import logging as mlog
+from mnemo_core.errors import PoisonMessage
+from mnemo_core.messages import EmbedMessage, chunked
+from mnemo_core.queries import Q
+from mnemo_core.retry import DeadLetter, decide, exhausted
+from mnemo_core.settings import Settings
+from mnemo_core.worker_base import QueueWorker
+from mnemo_indexer.pool import FileFailed, FileRows, ParsePool
+from mnemo_indexer.records import SEP
+
+log = mlog.get(__name__)
+
+
+@dataclass(frozen=True)
+class IndexMessage:
+    job_id: uuid.UUID | None
+    file_ids: tuple[int, ...]
+
+
+def parse_index(raw: Any) -> IndexMessage:
+    """Validate a message read from ``index``; anything else raises PoisonMessage."""
+    if not isinstance(raw, dict) or raw.get("kind") != "file":
+        raise PoisonMessage("expected an object with kind 'file'")
+    ids = raw.get("ids")
+    if not isinstance(ids, list) or not ids or len(ids) > 10_000:
+        raise PoisonMessage("ids must be a non-empty list of at most 10000 file ids")
+    try:
+        job = uuid.UUID(str(raw["job_id"])) if raw.get("job_id") is not None else None
+        file_ids = tuple(int(i) for i in ids)
+    except (ValueError, TypeError) as exc:
+        raise PoisonMessage(f"bad id in message: {exc}") from exc
+    return IndexMessage(job, file_ids)
+
+
+@dataclass
+class Outcome:
+    """What one message's files came to, before they are written."""
+
+    parsed: dict[int, FileRows] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    cancelled: list[int] = field(default_factory=list)
+
+
+class IndexWorker(QueueWorker):
+    kind = "indexer"
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        parser: ParsePool,
+        *,
+        worker_id: str,
+        once: bool = False,
+    ) -> None:
+        super().__init__(pool, settings, worker_id=worker_id, once=once)
+        self.parser = parser
+
+    async def _read_and_process(self) -> None:
+        poll = 0 if self.once else self.settings.poll_seconds
+        async with self.pool.acquire() as conn:
+            msgs = await queue.read(
+                conn,
+                queue.INDEX,
+                vt=self.settings.visibility_timeout_s,
+                qty=self.settings.index_messages,
+                poll_s=poll,
+            )
+        if not msgs:
+            if self.once:
+                self.stop()
+            return
+        for i, msg in enumerate(msgs):
+            if self.stopping and not self.once:
+                async with self.pool.acquire() as conn:
+                    await queue.release(conn, queue.INDEX, [m.msg_id for m in msgs[i:]])
+                return
+            await self._process(msg)
+
+    async def _process(self, msg: queue.Message) -> None:
+        started = time.perf_counter()
+        try:
+            if exhausted(msg.read_ct, self.settings.max_attempts):
+                raise PoisonMessage(f"delivered {msg.read_ct} times without success")
+            parsed = parse_index(msg.body)
+            rows = await self._load(parsed)
+            outcome = await self._parse(parsed, rows)
+            counts = await asyncio.shield(self._write(msg, parsed, rows, outcome))
+        except PoisonMessage as exc:
+            await self._dead_letter(msg, f"poison message: {exc}")
+            return
+        except (asyncpg.PostgresError, ValueError, TypeError, KeyError) as exc:
+            if isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
+                raise
+            decision = decide(exc, msg.read_ct, self.settings.max_attempts)
+            log.warning(
+                "message_failed",
+                queue=queue.INDEX,
+                msg_id=msg.msg_id,
+                read_ct=msg.read_ct,
+                error=str(exc),
+            )
+            if isinstance(decision, DeadLetter):
+                await self._dead_letter(msg, decision.reason)
+            else:
+                async with self.pool.acquire() as conn:
+                    await queue.release(conn, queue.INDEX, [msg.msg_id], decision.delay_s)
+            return
+        self._last_batch = len(outcome.parsed)
+        log.info(
+            "files_indexed",
+            queue=queue.INDEX,
+            msg_id=msg.msg_id,
+            job_id=str(parsed.job_id),
+            ms=round((time.perf_counter() - started) * 1000),
+            **counts,
+        )
+
+    async def _load(self, m: IndexMessage) -> list[asyncpg.Record]:
+        async with self.pool.acquire() as conn:
+            return list(await conn.fetch(Q["files_to_index"], list(m.file_ids)))
+
+    async def _parse(self, m: IndexMessage, rows: list[asyncpg.Record]) -> Outcome:
+        out = Outcome()
+        todo = []
+        for r in rows:
+            if r["status"] != "pending" or r["job_id"] != m.job_id:
+                continue  # done already (redelivery), or handed to a newer job
+            if r["job_status"] == "cancelled":
+                out.cancelled.append(r["id"])
+            else:
+                todo.append(r)
+
+        async def one(r: asyncpg.Record) -> None:
+            try:
+                out.parsed[r["id"]] = await self.parser.parse(
+                    r["path"], r["content"], r["language"]
+                )
+            except FileFailed as exc:
+                out.failed[r["id"]] = exc.reason
+
+        await asyncio.gather(*(one(r) for r in todo))
+        return out
+
+    async def _write(
+        self,
+        msg: queue.Message,
+        m: IndexMessage,
+        rows: list[asyncpg.Record],
+        out: Outcome,
+    ) -> dict[str, int]:
+        by_id = {r["id"]: r for r in rows}
+        repos = {by_id[i]["repository"] for i in [*out.parsed, *out.failed] if i in by_id}
+        counts = {"files": 0, "failed": 0, "chunks": 0, "queued": 0, "symbols": 0, "edges": 0}
+        async with self.pool.acquire() as conn, conn.transaction():
+            for repo in sorted(repos):
+                await conn.execute(Q["lock_repository"], repo)
+            if out.cancelled:
+                await conn.execute(Q["cancel_files"], out.cancelled)
+            failures: list[dict[str, str]] = []
+            for file_id, reason in out.failed.items():
+                r = by_id[file_id]
+                if await conn.fetchval(
+                    Q["fail_file"], file_id, r["content_hash"], m.job_id, reason
+                ):
+                    counts["failed"] += 1
+                    failures.append({"path": r["path"], "reason": reason})
+                    if m.job_id is not None:
+                        await jobs.record_failures(
+                            conn,
+                            m.job_id,
+                            "file",
+                            [str(file_id)],
+                            f"{r['path']}: {reason}",
+                            msg.read_ct,
+                        )
+            pending_chunks: list[str] = []
+            for file_id, fr in out.parsed.items():
+                r = by_id[file_id]
+                if not await conn.fetchval(
+                    Q["claim_file"],
+                    file_id,
+                    r["content_hash"],
+                    m.job_id,
+                    list(fr.parsed.imports),
+                    fr.parsed.language,
+                ):
+                    continue
+                new = await self._replace_file(conn, r, fr, m.job_id)
+                pending_chunks += new
+                counts["files"] += 1
+                counts["chunks"] += len(fr.chunks)
+                counts["queued"] += len(new)
+                counts["symbols"] += sum(1 for c in fr.chunks if c.is_symbol)
+                counts["edges"] += len(fr.edges)
+            await queue.send_many(
+                conn,
+                queue.EMBED,
+                [
+                    EmbedMessage(m.job_id, "chunk", tuple(b)).to_json()
+                    for b in chunked(pending_chunks, self.settings.message_batch)
+                ],
+            )
+            if m.job_id is not None:
+                await self._account(conn, m.job_id, msg, counts, failures, repos)
+            await queue.delete(conn, queue.INDEX, [msg.msg_id])
+        self.count(processed=counts["files"], failed=counts["failed"])
+        return counts
+
+    async def _replace_file(
+        self, conn: asyncpg.Connection, r: asyncpg.Record, fr: FileRows, job_id: uuid.UUID | None
+    ) -> list[str]:
+        """Swap a file's chunks and edges for its new parse; chunks whose embedded text did
+        not change keep their vectors. Returns the ids of chunks that need embedding."""
+        file_id = r["id"]
+        model = self.settings.embedding_model
+        reuse = {
+            o["embed_hash"]: o["embedding"]
+            for o in await conn.fetch(Q["old_chunk_vectors"], file_id)
+            if o["embedding_model"] == model
+        }
+        for p in await conn.fetch(Q["pending_chunks_of_files"], [file_id]):
+            await jobs.progress(conn, p["job_id"], total=-p["n"])  # old chunks leave old jobs
+        await conn.execute(Q["clear_file_rows"], file_id)
+        cs = [c.chunk for c in fr.chunks]
+        vecs = [reuse.get(c.embed_hash) for c in fr.chunks]
+        inserted = await conn.fetch(
+            Q["insert_chunks"],
+            file_id,
+            r["repository"],
+            r["path"],
+            fr.parsed.language,
+            job_id,
+            [c.kind for c in cs],
+            [c.name for c in cs],
+            [c.qualified_name for c in cs],
+            [c.parent_qualified_name for c in cs],
+            [c.signature for c in cs],
+            [c.docstring for c in cs],
+            [c.start_line for c in cs],
+            [c.end_line for c in cs],
+            [c.content for c in cs],
+            [SEP.join(c.calls) for c in cs],
+            [c.complexity for c in cs],
+            [c.content_hash for c in cs],
+            [c.embed_hash for c in fr.chunks],
+            [c.search_text for c in fr.chunks],
+            vecs,
+            [model if v is not None else None for v in vecs],
+            ["done" if v is not None else "pending" for v in vecs],
+        )
+        e = fr.edges
+        await conn.execute(
+            Q["insert_edges"],
+            file_id,
+            r["repository"],
+            [x.source for x in e],
+            [x.relationship for x in e],
+            [x.external for x in e],
+            [SEP.join(x.candidates) for x in e],
+            [x.bare for x in e],
+            [x.line for x in e],
+        )
+        return [str(row["id"]) for row in inserted if row["embedding_status"] == "pending"]
+
+    async def _account(
+        self,
+        conn: asyncpg.Connection,
+        job_id: uuid.UUID,
+        msg: queue.Message,
+        counts: dict[str, int],
+        failures: list[dict[str, str]],
+        repos: set[str],
+    ) -> None:
+        await jobs.progress(
+            conn,
+            job_id,
+            done=counts["files"],
+            failed=counts["failed"],
+            total=counts["queued"],
+            error=failures[-1]["reason"] if failures else None,
+            attempts=msg.read_ct,
+        )
+        await conn.execute(
+            Q["index_result"],
+            job_id,
+            counts["files"],
+            failures,
+            counts["chunks"],
+            counts["symbols"],
+            counts["edges"],
+        )
+        if await conn.fetchval(Q["files_left_in_job"], job_id) == 0:
+            # The job's last file: calls into files parsed earlier (or later) resolve now.
+            for repo in sorted(repos):
+                await conn.execute(Q["resolve_repository"], repo)
+                await conn.execute(Q["repository_indexed"], repo)
+
+    async def _dead_letter(self, msg: queue.Message, reason: str) -> None:
+        """To ``index_dlq`` with its error; its still-pending files fail on their job."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await queue.dead_letter(conn, queue.INDEX, msg, reason)
+            try:
+                m = parse_index(msg.body)
+            except PoisonMessage:
+                m = None
+            if m is not None and m.job_id is not None:
+                rows = await conn.fetch(Q["files_to_index"], list(m.file_ids))
+                failures = []
+                for r in rows:
+                    if await conn.fetchval(
+                        Q["fail_file"], r["id"], r["content_hash"], m.job_id, reason[:1000]
+                    ):
+                        failures.append({"path": r["path"], "reason": reason[:1000]})
+                        await jobs.record_failures(
+                            conn,
+                            m.job_id,
+                            "file",
+                            [str(r["id"])],
+                            f"{r['path']}: {reason}",
+                            msg.read_ct,
+                        )
+                if failures:
+                    await jobs.progress(
+                        conn, m.job_id, failed=len(failures), error=reason, attempts=msg.read_ct
+                    )
+                    await conn.execute(Q["index_result"], m.job_id, 0, failures, 0, 0, 0)
+                self.count(failed=len(failures))
+        log.warning("dead_lettered", queue=queue.INDEX, msg_id=msg.msg_id, reason=reason)

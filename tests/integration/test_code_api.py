@@ -1,0 +1,213 @@
+"""/v1/code in-process against the real database, with in-process workers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import uuid
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from mnemo_core import db
+from mnemo_embedder.model import HashModel
+from mnemo_embedder.worker import EmbedWorker
+from mnemo_indexer.pool import ParsePool
+from mnemo_indexer.worker import IndexWorker
+from tests.integration.test_api import client_for, make_settings
+from tests.integration.test_indexer import FILES
+
+
+@pytest.fixture
+async def api(dsn: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(make_settings(dsn, max_file_bytes=10_000, max_files_per_request=20)):
+        yield c
+
+
+async def drain(dsn: str) -> None:
+    pool = await db.create_pool(dsn, application_name="test-drain")
+    parser = ParsePool(1, 20)
+    try:
+        s = make_settings(dsn)
+        await asyncio.wait_for(
+            IndexWorker(pool, s, parser, worker_id=f"i{uuid.uuid4().hex[:5]}", once=True).run(), 60
+        )
+        await asyncio.wait_for(
+            EmbedWorker(
+                pool, HashModel(384), s, worker_id=f"e{uuid.uuid4().hex[:5]}", once=True
+            ).run(),
+            60,
+        )
+    finally:
+        await pool.close()
+        parser.close()
+
+
+def files_json(files: dict[str, str]) -> list[dict[str, str]]:
+    return [{"path": p, "content": c} for p, c in files.items()]
+
+
+async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> None:
+    r = await api.post(
+        "/v1/code/index",
+        json={"repository": "shop", "files": files_json(FILES), "commit": "abc123"},
+    )
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    assert r.json()["files_changed"] == len(FILES)
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert job["kind"] == "index_repository" and job["detail"]["files"]["parsed"] == 0
+    await drain(dsn)
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "succeeded", job
+    assert job["detail"]["files"] == {"parsed": 6, "failed": 0, "total": 6}
+    assert job["detail"]["chunks"]["embedded"] == job["detail"]["chunks"]["total"] > 0
+    for key in ("files_indexed", "files_unchanged", "files_failed", "chunks", "symbols", "edges"):
+        assert key in job["result"]
+
+    # By name (lexical), with filters; results carry everything a caller needs.
+    r = await api.get(
+        "/v1/code/search", params={"q": "apply_discount", "repository": "shop", "mode": "lexical"}
+    )
+    top = r.json()["results"][0]
+    assert top["qualified_name"] == "shop.pricing.apply_discount"
+    assert top["path"] == "shop/pricing.py" and top["start_line"] == 3 and top["kind"] == "function"
+    assert top["signature"].startswith("def apply_discount")
+    assert top["scores"]["lexical"] > 0 and top["scores"]["vector"] is None
+    assert "round(price" in top["snippet"]
+    r = await api.get(
+        "/v1/code/search", params={"q": "format", "language": "javascript", "mode": "lexical"}
+    )
+    assert {x["language"] for x in r.json()["results"]} == {"javascript"}
+    r = await api.post(
+        "/v1/code/search",
+        json={"q": "Cart", "path_prefix": "shop/c", "kind": "method", "mode": "lexical"},
+    )
+    assert r.json()["results"] and all(
+        x["path"] == "shop/cart.py" and x["kind"] == "method" for x in r.json()["results"]
+    )
+    # Hybrid without a live embedder degrades to lexical and says so; vector-only is a 503.
+    r = await api.get("/v1/code/search", params={"q": "discount a price"})
+    assert r.status_code == 200 and r.json()["notes"] and r.json()["results"]
+    assert (
+        await api.get("/v1/code/search", params={"q": "x", "mode": "vector"})
+    ).status_code == 503
+
+    r = await api.get("/v1/code/graph/shop/symbols/shop.pricing.total")
+    sym = r.json()
+    assert sym["kind"] == "function" and sym["path"] == "shop/pricing.py"
+    assert [c["qualified_name"] for c in sym["callers"]] == ["shop.cart.Cart.checkout"]
+    assert sym["callers"][0]["path"] == "shop/cart.py" and sym["callers"][0]["line"]
+    assert "shop.pricing.apply_discount" in {c["qualified_name"] for c in sym["callees"]}
+    r = await api.post(
+        "/v1/code/graph/traverse",
+        json={
+            "repository": "shop",
+            "start": "shop.cart.Cart.checkout",
+            "direction": "out",
+            "relationship": "calls",
+            "max_depth": 3,
+        },
+    )
+    assert {n["qualified_name"] for n in r.json()["nodes"]} >= {
+        "shop.pricing.total",
+        "shop.pricing.apply_discount",
+    }
+    r = await api.get(
+        "/v1/code/graph/shop/path",
+        params={"from": "shop.cart.Cart.checkout", "to": "shop.pricing.apply_discount"},
+    )
+    assert r.json()["hops"] == 2
+    r = await api.get(
+        "/v1/code/graph/shop/path",
+        params={"from": "shop.pricing.apply_discount", "to": "shop.cart.Cart.checkout"},
+    )
+    assert r.json()["path"] is None
+    assert (await api.get("/v1/code/graph/shop/symbols/no.such")).status_code == 404
+    assert (await api.get("/v1/code/graph/nope/symbols/x")).status_code == 404
+
+    repos = (await api.get("/v1/code/repositories")).json()["repositories"]
+    assert repos[0]["name"] == "shop" and repos[0]["files"] == 6
+    assert repos[0]["last_commit"] == "abc123" and repos[0]["embedding_coverage"] == 1.0
+
+    r = await api.post("/v1/code/index", json={"repository": "shop", "files": files_json(FILES)})
+    assert r.json()["files_unchanged"] == 6
+    job = (await api.get(f"/v1/jobs/{r.json()['job_id']}")).json()
+    assert job["status"] == "succeeded" and job["result"]["files_unchanged"] == 6
+
+    assert (await api.delete("/v1/code/repositories/shop")).status_code == 204
+    assert (await api.delete("/v1/code/repositories/shop")).status_code == 404
+    assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
+
+
+async def test_archive_upload(api: httpx.AsyncClient, dsn: str) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, content in {**FILES, "logo.png": "\x89PNG\x00\x00"}.items():
+            data = content.encode("latin-1" if path.endswith(".png") else "utf-8")
+            info = tarfile.TarInfo(f"shop-main/{path}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    r = await api.post(
+        "/v1/code/index",
+        data={"repository": "shop", "prune": "true"},
+        files={"archive": ("shop.tar.gz", buf.getvalue(), "application/gzip")},
+    )
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["files"] == 6 and body["skipped"] == [
+        {"path": "shop-main/logo.png", "reason": "binary file (NUL bytes)"}
+    ]
+    await drain(dsn)
+    assert (await api.get(f"/v1/jobs/{body['job_id']}")).json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "needle"),
+    [
+        ({"repository": "shop", "files": [{"path": "../x.py", "content": ""}]}, 422, "leaves"),
+        ({"repository": "shop", "files": [{"path": "/etc/x", "content": ""}]}, 422, "absolute"),
+        ({"repository": "shop", "files": [{"path": "a.py", "content": "\u0000"}]}, 422, "NUL"),
+        (
+            {"repository": "shop", "files": [{"path": "a.py", "content": "x" * 20_000}]},
+            422,
+            "MNEMO_MAX_FILE_BYTES",
+        ),
+        (
+            {
+                "repository": "shop",
+                "files": [{"path": f"{i}.py", "content": ""} for i in range(21)],
+            },
+            422,
+            "MNEMO_MAX_FILES_PER_REQUEST",
+        ),
+        ({"repository": "shop", "files": [{"path": "a.py", "content": ""}] * 2}, 422, "twice"),
+        ({"repository": "bad name!", "files": []}, 422, "body.repository"),
+        ({"files": []}, 422, "body.repository"),
+    ],
+)
+async def test_bad_uploads_write_nothing(
+    api: httpx.AsyncClient, payload: dict, status: int, needle: str
+) -> None:
+    r = await api.post("/v1/code/index", json=payload)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["detail"]
+    assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
+
+
+async def test_bad_archives(api: httpx.AsyncClient) -> None:
+    r = await api.post(
+        "/v1/code/index",
+        data={"repository": "shop"},
+        files={"archive": ("x.zip", b"not an archive", "application/zip")},
+    )
+    assert r.status_code == 422 and "not a readable" in r.json()["detail"]
+    r = await api.post("/v1/code/index", data={"repository": "shop"})
+    assert r.status_code == 422 and "archive" in r.json()["detail"]
+    r = await api.post(
+        "/v1/code/index", content=b"\xff\xfe", headers={"content-type": "text/plain"}
+    )
+    assert r.status_code == 422
+    assert (await api.get("/v1/code/repositories")).json()["repositories"] == []

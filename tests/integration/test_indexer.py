@@ -1,0 +1,227 @@
+"""The index worker in-process against the real database: parse, chunk, graph, embed,
+incremental re-index, prune, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from mnemo_core import code, jobs
+from mnemo_core import graph as graphs
+from mnemo_core.settings import Settings
+from mnemo_embedder.model import HashModel
+from mnemo_embedder.worker import EmbedWorker
+from mnemo_indexer.pool import ParsePool
+from mnemo_indexer.worker import IndexWorker
+
+MODEL = "hash-384"
+
+FILES = {
+    "shop/__init__.py": "",
+    "shop/pricing.py": '''"""Prices."""
+
+def apply_discount(price, pct):
+    """Lower a price by a percentage."""
+    return round(price * (1 - pct / 100), 2)
+
+
+def total(items):
+    return sum(apply_discount(i.price, i.pct) for i in items)
+''',
+    "shop/cart.py": """from shop.pricing import total
+
+
+class Cart:
+    def __init__(self):
+        self.items = []
+
+    def add(self, item):
+        self.items.append(item)
+        return self.count()
+
+    def count(self):
+        return len(self.items)
+
+    def checkout(self):
+        return total(self.items)
+""",
+    "web/app.js": """import { format } from "./fmt";
+
+export function render(cart) {
+  return format(cart.total());
+}
+""",
+    "web/fmt.js": """export function format(n) {
+  return `$${n.toFixed(2)}`;
+}
+""",
+    "README.md": "# Shop\n\nA tiny shop.\n\n## Pricing\n\nDiscounts apply per item.\n",
+}
+
+
+def settings(**kw: object) -> Settings:
+    base: dict[str, object] = {"embedding_model": MODEL, "parse_timeout_s": 20, "max_attempts": 2}
+    base.update(kw)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def parser() -> ParsePool:
+    p = ParsePool(1, 20)
+    yield p
+    p.close()
+
+
+async def submit(
+    pool: asyncpg.Pool, files: dict[str, str], prune: bool = False
+) -> code.IndexAccepted:
+    async with pool.acquire() as conn, conn.transaction():
+        return await code.index_files(
+            conn,
+            "shop",
+            [code.SourceFile(p, c) for p, c in files.items()],
+            commit=None,
+            prune=prune,
+        )
+
+
+async def drain(pool: asyncpg.Pool, parser: ParsePool) -> None:
+    s = settings()
+    idx = IndexWorker(pool, s, parser, worker_id=f"i-{uuid.uuid4().hex[:6]}", once=True)
+    await asyncio.wait_for(idx.run(), 60)
+    emb = EmbedWorker(pool, HashModel(384), s, worker_id=f"e-{uuid.uuid4().hex[:6]}", once=True)
+    await asyncio.wait_for(emb.run(), 60)
+
+
+async def job_of(pool: asyncpg.Pool, job_id: uuid.UUID) -> dict:
+    async with pool.acquire() as conn:
+        return await jobs.get(conn, job_id)
+
+
+async def test_index_graph_reindex_prune_delete(pool: asyncpg.Pool, parser: ParsePool) -> None:
+    first = await submit(pool, FILES)
+    assert first.changed == len(FILES) and first.unchanged == 0
+    await drain(pool, parser)
+    job = await job_of(pool, first.job_id)
+    assert job["status"] == "succeeded", job
+    res = job["result"]
+    assert res["files_indexed"] == len(FILES) and res["files_failed"] == []
+    assert res["chunks"] > 8 and res["symbols"] >= 8 and res["edges"] > 5
+    async with pool.acquire() as conn:
+        n_chunks = await conn.fetchval("SELECT count(*) FROM code_chunks")
+        assert (
+            await conn.fetchval("SELECT count(*) FROM code_chunks WHERE embedding_status = 'done'")
+            == n_chunks
+        )
+        detail = await code.job_detail(conn, first.job_id)
+        assert detail["files"] == {"parsed": len(FILES), "failed": 0, "total": len(FILES)}
+        assert detail["chunks"]["embedded"] == detail["chunks"]["total"] == n_chunks
+
+        sym = await graphs.symbol(conn, "shop", "shop.pricing.apply_discount")
+        assert [c["qualified_name"] for c in sym["callers"]] == ["shop.pricing.total"]
+        sym = await graphs.symbol(conn, "shop", "shop.cart.Cart.checkout")
+        callees = {c["qualified_name"]: c for c in sym["callees"]}
+        assert callees["shop.pricing.total"]["resolved"] is True
+        assert callees["shop.pricing.total"]["path"] == "shop/pricing.py"
+        sym = await graphs.symbol(conn, "shop", "shop.cart.Cart.add")
+        assert {c["qualified_name"] for c in sym["callees"]} >= {"shop.cart.Cart.count"}
+        sym = await graphs.symbol(conn, "shop", "web.app.render")
+        assert "web.fmt.format" in {c["qualified_name"] for c in sym["callees"]}
+
+        path = await graphs.call_path(
+            conn, "shop", "shop.cart.Cart.checkout", "shop.pricing.apply_discount", max_depth=5
+        )
+        assert [p["qualified_name"] for p in path] == [
+            "shop.cart.Cart.checkout",
+            "shop.pricing.total",
+            "shop.pricing.apply_discount",
+        ]
+        walk = await graphs.traverse(
+            conn,
+            "shop",
+            "shop.pricing.apply_discount",
+            direction="in",
+            relationship="calls",
+            max_depth=3,
+        )
+        assert {n["qualified_name"]: n["depth"] for n in walk["nodes"]} == {
+            "shop.pricing.total": 1,
+            "shop.cart.Cart.checkout": 2,
+        }
+        repos = await code.list_repositories(conn)
+        assert repos[0]["name"] == "shop" and repos[0]["embedding_coverage"] == 1.0
+        assert repos[0]["languages"] == {"python": 3, "javascript": 2, "markdown": 1}
+
+    # Unchanged: nothing queued, nothing parsed, nothing embedded.
+    again = await submit(pool, FILES)
+    assert again.unchanged == len(FILES) and again.changed == 0
+    assert (await job_of(pool, again.job_id))["status"] == "succeeded"
+
+    # One file changes: only it is re-parsed; its old chunks are gone; unchanged chunks of
+    # it keep their vectors.
+    changed = dict(FILES)
+    changed["shop/pricing.py"] = FILES["shop/pricing.py"].replace(
+        "def total(items):", "def grand_total(items):"
+    )
+    async with pool.acquire() as conn:
+        before = {
+            r["qualified_name"]: r["id"]
+            for r in await conn.fetch(
+                "SELECT id, qualified_name FROM code_chunks WHERE path = 'shop/pricing.py'"
+            )
+        }
+    third = await submit(pool, changed)
+    assert third.changed == 1 and third.unchanged == len(FILES) - 1
+    await drain(pool, parser)
+    job = await job_of(pool, third.job_id)
+    assert job["status"] == "succeeded" and job["result"]["files_indexed"] == 1
+    async with pool.acquire() as conn:
+        after = {
+            r["qualified_name"]: r
+            for r in await conn.fetch(
+                "SELECT id, qualified_name, embedding_status FROM code_chunks WHERE path = 'shop/pricing.py'"
+            )
+        }
+        assert "shop.pricing.total" not in after and "shop.pricing.grand_total" in after
+        assert set(before) - set(after) == {"shop.pricing.total"}
+        assert all(r["embedding_status"] == "done" for r in after.values())
+        # Calls into the renamed function from an unchanged file no longer resolve to it.
+        sym = await graphs.symbol(conn, "shop", "shop.cart.Cart.checkout")
+        assert "shop.pricing.total" not in {
+            c["qualified_name"] for c in sym["callees"] if c["resolved"]
+        }
+
+    # Prune: files not in the request go.
+    pruned = await submit(
+        pool, {k: v for k, v in changed.items() if not k.startswith("web/")}, prune=True
+    )
+    assert pruned.removed == 2
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM code_files WHERE path LIKE 'web/%'") == 0
+        await code.delete_repository(conn, "shop")
+        for table in ("code_files", "code_chunks", "code_edges", "code_repositories"):
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0
+
+
+async def test_bad_files_fail_alone(pool: asyncpg.Pool, parser: ParsePool) -> None:
+    from mnemo_core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="NUL"):
+        await submit(pool, {"nul.py": "a = 1\x00\n"})
+    files = {
+        "ok.py": "def fine():\n    return 1\n",
+        "blob.bin": "x",
+        "deep.py": "x = " + "(" * 3000,
+    }
+    acc = await submit(pool, files)
+    await drain(pool, parser)
+    job = await job_of(pool, acc.job_id)
+    assert job["status"] == "failed"
+    failed = {f["path"]: f["reason"] for f in job["result"]["files_failed"]}
+    assert set(failed) == {"blob.bin"}
+    assert "unsupported" in failed["blob.bin"]
+    assert job["result"]["files_indexed"] == 2
+    assert {f["item_kind"] for f in job["failures"]} == {"file"}

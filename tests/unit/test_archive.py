@@ -1,0 +1,138 @@
+"""Archive unpacking: traversal, links, bombs, binaries, invalid UTF-8 (no database)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+
+import pytest
+
+from mnemo_api.archive import Limits, TooLarge, clean_path, unpack
+from mnemo_core.errors import InvalidInput
+
+LIMITS = Limits(max_file_bytes=1000, max_expanded_bytes=100_000, max_entries=50)
+
+
+def tar_gz(entries: list[tuple[str, bytes | None, bytes]]) -> bytes:
+    """entries: (name, data or None, type) with type b'f' file, b'l' symlink, b'h' hardlink."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data, kind in entries:
+            info = tarfile.TarInfo(name)
+            if kind == b"l":
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            elif kind == b"h":
+                info.type, info.linkname = tarfile.LNKTYPE, "a.py"
+                tar.addfile(info)
+            else:
+                assert data is not None
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_tar_gz_and_zip_unpack_with_common_root_stripped() -> None:
+    for data in (
+        tar_gz([("proj/a.py", b"x = 1\n", b"f"), ("proj/pkg/b.py", b"y = 2\n", b"f")]),
+        zip_of({"proj/a.py": b"x = 1\n", "proj/pkg/b.py": b"y = 2\n"}),
+    ):
+        files, skipped = unpack(data, LIMITS)
+        assert sorted(f.path for f in files) == ["a.py", "pkg/b.py"]
+        assert skipped == []
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([("../evil.py", b"x", b"f")], "leaves the repository"),
+        ([("/etc/cron.d/x", b"x", b"f")], "absolute"),
+        ([("a/../../x.py", b"x", b"f")], "leaves the repository"),
+        ([("link.py", None, b"l")], "links"),
+        ([("a.py", b"x", b"f"), ("hard.py", None, b"h")], "links"),
+    ],
+)
+def test_hostile_tar_entries_refuse_the_archive(entries: list, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        unpack(tar_gz(entries), LIMITS)
+
+
+def test_zip_traversal_and_symlink() -> None:
+    with pytest.raises(InvalidInput, match="leaves the repository"):
+        unpack(zip_of({"../../x.py": b"x"}), LIMITS)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        info = zipfile.ZipInfo("link")
+        info.external_attr = 0o120777 << 16
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(InvalidInput, match="links"):
+        unpack(buf.getvalue(), LIMITS)
+
+
+def test_zip_bomb_stops_early() -> None:
+    # 200 entries of 900 zero bytes each: tiny compressed, 180 kB expanded > 100 kB limit.
+    bomb = zip_of({f"f{i}.txt": b"0" * 900 for i in range(200)})
+    assert len(bomb) < 60_000
+    with pytest.raises(TooLarge):
+        unpack(bomb, Limits(1000, 100_000, 1000))
+
+
+def test_gzip_bomb_stops_while_decompressing() -> None:
+    # One member declaring 50 MB of zeros: refused before it is all decompressed.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("big.txt")
+        info.size = 50_000_000
+        tar.addfile(info, io.BytesIO(b"\0" * info.size))
+    with pytest.raises(TooLarge, match="decompression bomb"):
+        unpack(buf.getvalue(), LIMITS)
+
+
+def test_too_many_entries() -> None:
+    with pytest.raises(TooLarge, match="entries"):
+        unpack(zip_of({f"{i}.py": b"x" for i in range(60)}), LIMITS)
+
+
+def test_binary_invalid_utf8_and_big_files_are_skipped() -> None:
+    data = zip_of(
+        {
+            "ok.py": b"print('hi')\n",
+            "img.png": b"\x89PNG\r\n\x1a\n\x00\x00",
+            "latin.txt": "caf\u00e9".encode("latin-1"),
+            "huge.py": b"x" * 5000,
+        }
+    )
+    files, skipped = unpack(data, LIMITS)
+    assert [f.path for f in files] == ["ok.py"]
+    reasons = {s.path: s.reason for s in skipped}
+    assert "NUL" in reasons["img.png"]
+    assert "UTF-8" in reasons["latin.txt"]
+    assert "larger than" in reasons["huge.py"]
+
+
+def test_garbage_is_a_clear_error() -> None:
+    with pytest.raises(InvalidInput, match="not a readable"):
+        unpack(b"this is not an archive at all", LIMITS)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("a/b.py", "a/b.py"), ("./a/./b.py", "a/b.py"), ("a\\b.py", "a/b.py"), ("a//b.py", "a/b.py")],
+)
+def test_clean_path(raw: str, expected: str) -> None:
+    assert clean_path(raw, field="f", max_chars=100) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "/x", "C:/x", "../x", "a/../../x", "a\x00b", "dir/"])
+def test_clean_path_refuses(raw: str) -> None:
+    with pytest.raises(InvalidInput):
+        clean_path(raw, field="f", max_chars=100)
