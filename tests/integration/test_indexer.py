@@ -182,7 +182,8 @@ async def test_index_graph_reindex_prune_delete(pool: asyncpg.Pool, parser: Pars
         after = {
             r["qualified_name"]: r
             for r in await conn.fetch(
-                "SELECT id, qualified_name, embedding_status FROM code_chunks WHERE path = 'shop/pricing.py'"
+                "SELECT id, qualified_name, embedding_status FROM code_chunks"
+                " WHERE path = 'shop/pricing.py'"
             )
         }
         assert "shop.pricing.total" not in after and "shop.pricing.grand_total" in after

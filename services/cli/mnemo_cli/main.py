@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mnemo_cli import code
 from mnemo_cli.client import ApiError, Client
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -126,6 +127,7 @@ def cmd_jobs_list(args: argparse.Namespace, c: Client) -> int:
         if v
     }
     data = c.get("/v1/jobs", params=params)
+
     def human(d: dict[str, Any]) -> None:
         for j in d["jobs"]:
             console.print(_job_line(j))
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     qu.add_argument("--watch", action="store_true", help="refresh live")
     qu.add_argument("--interval", type=float, default=2.0)
     qu.set_defaults(fn=cmd_queues)
+
+    code.register(sub)
 
     wk = sub.add_parser("workers", help="workers and their heartbeats")
     wk.set_defaults(fn=cmd_workers)
