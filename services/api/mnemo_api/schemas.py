@@ -5,9 +5,56 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+MAX_JSON_DEPTH = 32
+MAX_FILTER_DEPTH = 8
+
+
+def check_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Refuse what PostgreSQL's jsonb cannot store whole (NUL characters, lone surrogates)
+    and nesting deeper than ``max_depth``, naming the path at fault."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        v, where, depth = stack.pop()
+        if depth > max_depth:
+            raise ValueError(f"nested deeper than {max_depth} levels at {where or 'the top'}")
+        if isinstance(v, dict):
+            for k, child in v.items():
+                _check_text(k, f"{where}.{k}" if where else str(k))
+                stack.append((child, f"{where}.{k}" if where else str(k), depth + 1))
+        elif isinstance(v, list):
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(v))
+        elif isinstance(v, str):
+            _check_text(v, where)
+    return value
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise ValueError(f"NUL character in {where or 'a string'}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"invalid Unicode (lone surrogate) in {where or 'a string'}") from exc
+
+
+def _safe(text: str) -> str:
+    _check_text(text, "")
+    return text
+
+
+# A string PostgreSQL can store: no NUL, no lone surrogates.
+SafeStr = Annotated[str, AfterValidator(_safe)]
 
 
 def _aware(ts: dt.datetime | None) -> dt.datetime | None:
@@ -34,6 +81,11 @@ class EventIn(BaseModel):
     @classmethod
     def _tz(cls, v: dt.datetime | None) -> dt.datetime | None:
         return _aware(v)
+
+    @field_validator("content", "metadata")
+    @classmethod
+    def _storable(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_json(v)
 
     @field_validator("embedding")
     @classmethod
@@ -65,11 +117,24 @@ class MetadataPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metadata: dict[str, Any]
 
+    @field_validator("metadata")
+    @classmethod
+    def _storable(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_json(v)
+
 
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     q: str | None = Field(default=None, min_length=1, max_length=8192)
+
+    @field_validator("q")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_text(v, "q")
+        return v
+
     vector: list[float] | None = None
     limit: int = Field(default=10, ge=1, le=200)
     filter_metadata: dict[str, Any] | None = None
@@ -89,8 +154,10 @@ class SearchIn(BaseModel):
                 v = json.loads(v)
             except ValueError as exc:
                 raise ValueError(f"filter_metadata is not valid JSON: {exc}") from exc
+        if v is not None:
             if not isinstance(v, dict):
                 raise ValueError("filter_metadata must be a JSON object")
+            check_json(v, max_depth=MAX_FILTER_DEPTH)
         return v
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
+from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
 from mnemo_core import graph as graphs
@@ -24,26 +25,26 @@ Repo = Annotated[str, Field(pattern=REPO_PATTERN, description="repository name")
 
 class FileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str = Field(min_length=1, max_length=1024)
-    content: str
-    language: str | None = Field(default=None, max_length=32)
+    path: SafeStr = Field(min_length=1, max_length=1024)
+    content: str  # checked with a message naming the file (NUL, UTF-8, size)
+    language: SafeStr | None = Field(default=None, max_length=32)
 
 
 class IndexIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     repository: Repo
     files: list[FileIn]
-    commit: str | None = Field(default=None, max_length=200)
+    commit: SafeStr | None = Field(default=None, max_length=200)
     prune: bool = False
 
 
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    q: str = Field(min_length=1, max_length=2000)
+    q: SafeStr = Field(min_length=1, max_length=2000)
     repository: Repo | None = None
-    language: str | None = Field(default=None, max_length=32)
-    kind: str | None = Field(default=None, max_length=32)
-    path_prefix: str | None = Field(default=None, max_length=1024)
+    language: SafeStr | None = Field(default=None, max_length=32)
+    kind: SafeStr | None = Field(default=None, max_length=32)
+    path_prefix: SafeStr | None = Field(default=None, max_length=1024)
     mode: Literal["hybrid", "lexical", "vector"] = "hybrid"
     limit: int = Field(default=10, ge=1, le=100)
 
@@ -51,7 +52,7 @@ class SearchIn(BaseModel):
 class TraverseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     repository: Repo
-    start: str = Field(min_length=1, max_length=1024)
+    start: SafeStr = Field(min_length=1, max_length=1024)
     direction: Literal["in", "out", "both"] = "out"
     relationship: Literal["calls", "contains", "imports"] | None = None
     max_depth: int = Field(default=2, ge=1, le=graphs.MAX_DEPTH)
