@@ -226,3 +226,32 @@ async def test_bad_files_fail_alone(pool: asyncpg.Pool, parser: ParsePool) -> No
     assert "unsupported" in failed["blob.bin"]
     assert job["result"]["files_indexed"] == 2
     assert {f["item_kind"] for f in job["failures"]} == {"file"}
+
+
+async def test_pathological_file_is_retried_then_dead_lettered(pool: asyncpg.Pool) -> None:
+    """A file whose parse overruns the time bound fails alone: retried with its message,
+    then failed with its reason and the message dead-lettered; the other files succeed."""
+    slow = ParsePool(1, 0.3)
+    try:
+        huge = "".join(f"def f{i}(a):\n    return g(a) + {i}\n" for i in range(60_000))
+        acc = await submit(pool, {"big.py": huge, "small.py": "def ok():\n    return 1\n"})
+        s = settings(max_attempts=2)
+        for _ in range(2):
+            w = IndexWorker(pool, s, slow, worker_id=f"i-{uuid.uuid4().hex[:6]}", once=True)
+            await asyncio.wait_for(w.run(), 60)
+            async with pool.acquire() as conn:  # skip the backoff
+                await conn.execute("UPDATE pgmq.q_index SET vt = now()")
+        emb = EmbedWorker(pool, HashModel(384), s, worker_id="e-slow", once=True)
+        await asyncio.wait_for(emb.run(), 60)
+        job = await job_of(pool, acc.job_id)
+        assert job["status"] == "failed", job
+        assert job["result"]["files_indexed"] == 1
+        [failure] = job["result"]["files_failed"]
+        assert failure["path"] == "big.py" and "longer than 0.3s" in failure["reason"]
+        assert "after 2 attempts" in failure["reason"]
+        async with pool.acquire() as conn:
+            dead = await conn.fetch("SELECT message FROM pgmq.q_index_dlq")
+            assert len(dead) == 1 and "big.py" in dead[0]["message"]["error"]
+            assert await conn.fetchval("SELECT count(*) FROM pgmq.q_index") == 0
+    finally:
+        slow.close()

@@ -24,11 +24,13 @@ class FileRows:
 
 
 class FileFailed(Exception):
-    """This file cannot be indexed; ``reason`` says why (shown on its job)."""
+    """This file cannot be indexed; ``reason`` says why (shown on its job). A ``transient``
+    failure (timeout, crashed parser) is retried with its message before it counts."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.transient = transient
 
 
 def parse_and_build(path: str, content: str, language: str | None) -> FileRows:
@@ -54,9 +56,13 @@ class ParsePool:
         except ParseError as exc:
             raise FileFailed(exc.reason) from exc
         except FutureTimeout as exc:
-            raise FileFailed(f"parsing took longer than {self.timeout_s:g}s") from exc
+            raise FileFailed(
+                f"parsing took longer than {self.timeout_s:g}s", transient=True
+            ) from exc
         except ProcessExpired as exc:
-            raise FileFailed(f"the parser crashed (exit code {exc.exitcode})") from exc
+            raise FileFailed(
+                f"the parser crashed (exit code {exc.exitcode})", transient=True
+            ) from exc
         except (RecursionError, MemoryError, ValueError, UnicodeError) as exc:
             raise FileFailed(f"the parser failed: {type(exc).__name__}: {exc}") from exc
 

@@ -17,7 +17,7 @@ from mnemo_core import logging as mlog
 from mnemo_core.errors import PoisonMessage
 from mnemo_core.messages import EmbedMessage, chunked
 from mnemo_core.queries import Q
-from mnemo_core.retry import DeadLetter, decide, exhausted
+from mnemo_core.retry import DeadLetter, backoff_s, decide, exhausted
 from mnemo_core.settings import Settings
 from mnemo_core.worker_base import QueueWorker
 from mnemo_indexer.pool import FileFailed, FileRows, ParsePool
@@ -53,7 +53,9 @@ class Outcome:
 
     parsed: dict[int, FileRows] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    retry: dict[int, str] = field(default_factory=dict)  # transient: parse again later
     cancelled: list[int] = field(default_factory=list)
+    gave_up: str | None = None  # a transient failure on the last attempt: dead-letter
 
 
 class IndexWorker(QueueWorker):
@@ -99,7 +101,7 @@ class IndexWorker(QueueWorker):
                 raise PoisonMessage(f"delivered {msg.read_ct} times without success")
             parsed = parse_index(msg.body)
             rows = await self._load(parsed)
-            outcome = await self._parse(parsed, rows)
+            outcome = await self._parse(parsed, rows, msg.read_ct)
             counts = await asyncio.shield(self._write(msg, parsed, rows, outcome))
         except PoisonMessage as exc:
             await self._dead_letter(msg, f"poison message: {exc}")
@@ -135,7 +137,9 @@ class IndexWorker(QueueWorker):
         async with self.pool.acquire() as conn:
             return list(await conn.fetch(Q["files_to_index"], list(m.file_ids)))
 
-    async def _parse(self, m: IndexMessage, rows: list[asyncpg.Record]) -> Outcome:
+    async def _parse(
+        self, m: IndexMessage, rows: list[asyncpg.Record], msg_read_ct: int
+    ) -> Outcome:
         out = Outcome()
         todo = []
         for r in rows:
@@ -152,7 +156,13 @@ class IndexWorker(QueueWorker):
                     r["path"], r["content"], r["language"]
                 )
             except FileFailed as exc:
-                out.failed[r["id"]] = exc.reason
+                if exc.transient and msg_read_ct < self.settings.max_attempts:
+                    out.retry[r["id"]] = exc.reason
+                elif exc.transient:
+                    out.failed[r["id"]] = f"{exc.reason} (after {msg_read_ct} attempts)"
+                    out.gave_up = f"{r['path']}: {out.failed[r['id']]}"
+                else:
+                    out.failed[r["id"]] = exc.reason
 
         await asyncio.gather(*(one(r) for r in todo))
         return out
@@ -218,7 +228,23 @@ class IndexWorker(QueueWorker):
             )
             if m.job_id is not None:
                 await self._account(conn, m.job_id, msg, counts, failures, repos)
-            await queue.delete(conn, queue.INDEX, [msg.msg_id])
+            if out.retry:
+                # Done files stay done; the message comes back for the rest after a backoff.
+                delay = backoff_s(msg.read_ct)
+                await queue.release(conn, queue.INDEX, [msg.msg_id], delay)
+                log.warning(
+                    "files_retry",
+                    queue=queue.INDEX,
+                    msg_id=msg.msg_id,
+                    read_ct=msg.read_ct,
+                    retry_in_s=delay,
+                    files=[by_id[i]["path"] for i in out.retry],
+                )
+            elif out.gave_up is not None:
+                # The file failed on its job; the message goes where operators look.
+                await queue.dead_letter(conn, queue.INDEX, msg, out.gave_up)
+            else:
+                await queue.delete(conn, queue.INDEX, [msg.msg_id])
         self.count(processed=counts["files"], failed=counts["failed"])
         return counts
 
