@@ -8,6 +8,7 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mnemo_api.archive import TooLarge
@@ -41,6 +42,17 @@ async def _invalid(_req: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     first = errors[0] if errors else {"field": "", "message": "invalid request"}
+    return problem(422, f"{first['field']}: {first['message']}", errors=errors)
+
+
+async def _model_invalid(_req: Request, exc: Exception) -> JSONResponse:
+    """A model built inside a route (e.g. from query parameters) refused its input."""
+    assert isinstance(exc, ValidationError)
+    errors = [
+        {"field": "query." + _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
+        for e in exc.errors()
+    ]
+    first = errors[0]
     return problem(422, f"{first['field']}: {first['message']}", errors=errors)
 
 
@@ -85,6 +97,7 @@ async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     handlers: dict[type[Exception], Any] = {
         RequestValidationError: _invalid,
+        ValidationError: _model_invalid,
         StarletteHTTPException: _http,
         InvalidInput: _bad_input,
         NotFound: _not_found,

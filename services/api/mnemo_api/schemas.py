@@ -167,3 +167,27 @@ class SearchIn(BaseModel):
         if self.ts_start and self.ts_end and self.ts_start > self.ts_end:
             raise ValueError("ts_start is after ts_end")
         return self
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """Every error answer: what is wrong, and for 422 which fields."""
+
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+# Documented on every route (app-level `responses`), so clients and fuzzers know them.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The body could not be read"},
+    401: {"model": Problem, "description": "Missing or invalid X-API-Key (when keys are set)"},
+    404: {"model": Problem, "description": "Unknown id or name"},
+    409: {"model": Problem, "description": "The state change does not apply now"},
+    413: {"model": Problem, "description": "Over a size limit (named in detail)"},
+    422: {"model": Problem, "description": "Invalid input; detail names the field"},
+    503: {"model": Problem, "description": "Database or embedder unavailable; see Retry-After"},
+}

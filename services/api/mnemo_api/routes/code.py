@@ -58,6 +58,24 @@ class TraverseIn(BaseModel):
     max_depth: int = Field(default=2, ge=1, le=graphs.MAX_DEPTH)
 
 
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its $defs inlined (openapi_extra cannot carry $defs)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
 def _limits(st: AppState) -> Limits:
     s = st.settings
     return Limits(
@@ -138,7 +156,7 @@ async def _from_multipart(
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/json": {"schema": IndexIn.model_json_schema()},
+                "application/json": {"schema": _inline_schema(IndexIn)},
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
@@ -226,8 +244,8 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
 
 @router.get("/search")
 async def search_get(
+    q: Annotated[str, Query(min_length=1, max_length=2000)],
     st: AppState = Depends(state),
-    q: Annotated[str, Query(min_length=1, max_length=2000)] = ...,  # type: ignore[assignment]
     repository: Annotated[str | None, Query(pattern=REPO_PATTERN)] = None,
     language: Annotated[str | None, Query(max_length=32)] = None,
     kind: Annotated[str | None, Query(max_length=32)] = None,
@@ -282,9 +300,9 @@ async def traverse(body: TraverseIn, st: AppState = Depends(state)) -> dict[str,
 @router.get("/graph/{repository}/path")
 async def call_path(
     repository: str,
+    source: Annotated[str, Query(alias="from", min_length=1, max_length=1024)],
+    target: Annotated[str, Query(alias="to", min_length=1, max_length=1024)],
     st: AppState = Depends(state),
-    source: Annotated[str, Query(alias="from", min_length=1, max_length=1024)] = ...,  # type: ignore[assignment]
-    target: Annotated[str, Query(alias="to", min_length=1, max_length=1024)] = ...,  # type: ignore[assignment]
     max_depth: Annotated[int, Query(ge=1, le=graphs.MAX_DEPTH)] = graphs.MAX_DEPTH,
 ) -> dict[str, Any]:
     """The shortest chain of resolved calls from ``from`` to ``to`` (``path`` is null when

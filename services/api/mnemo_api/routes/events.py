@@ -61,7 +61,12 @@ async def create_event(
     )
 
 
-@router.post("/batch", status_code=202, response_model=BatchAccepted)
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=BatchAccepted,
+    responses={201: {"model": BatchAccepted, "description": "stored without queueing"}},
+)
 async def create_events(
     body: EventBatchIn, response: Response, st: AppState = Depends(state)
 ) -> BatchAccepted:

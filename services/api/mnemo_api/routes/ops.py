@@ -29,13 +29,23 @@ async def ready(st: AppState = Depends(state)) -> JSONResponse:
             pending = await migrate.pending(conn)
     except Exception as exc:
         return JSONResponse(
-            {"status": "unavailable", "database": "unreachable", "error": type(exc).__name__},
+            {
+                "status": "unavailable",
+                "detail": "the database is unreachable",
+                "database": "unreachable",
+                "error": type(exc).__name__,
+            },
             status_code=503,
             headers={"Retry-After": "5"},
         )
     if pending:
         return JSONResponse(
-            {"status": "unavailable", "database": "ok", "pending_migrations": pending},
+            {
+                "status": "unavailable",
+                "detail": "migrations are pending",
+                "database": "ok",
+                "pending_migrations": pending,
+            },
             status_code=503,
             headers={"Retry-After": "5"},
         )

@@ -53,24 +53,21 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
 
 @router.get("")
 async def search_get(
+    q: Annotated[str, Query(min_length=1, max_length=8192)],
     st: AppState = Depends(state),
-    q: Annotated[str, Query(min_length=1, max_length=8192)] = ...,  # type: ignore[assignment]
     limit: Annotated[int, Query(ge=1, le=200)] = 10,
     filter_metadata: Annotated[str | None, Query(max_length=8192)] = None,
     ts_start: dt.datetime | None = None,
     ts_end: dt.datetime | None = None,
 ) -> dict[str, Any]:
     """Text search: ``filter_metadata`` is a JSON object the metadata must contain."""
-    try:
-        body = SearchIn(
-            q=q,
-            limit=limit,
-            filter_metadata=filter_metadata,  # type: ignore[arg-type]  # parsed by a validator
-            ts_start=ts_start,
-            ts_end=ts_end,
-        )
-    except ValueError as exc:
-        raise HTTPException(422, f"query: {_first_error(exc)}") from exc
+    body = SearchIn(
+        q=q,
+        limit=limit,
+        filter_metadata=filter_metadata,  # type: ignore[arg-type]  # parsed by a validator
+        ts_start=ts_start,
+        ts_end=ts_end,
+    )  # a ValidationError here answers 422 naming the query parameter (errors.py)
     return await _search(body, st)
 
 
@@ -78,12 +75,3 @@ async def search_get(
 async def search_post(body: SearchIn, st: AppState = Depends(state)) -> dict[str, Any]:
     """Search by text (``q``) or by ``vector``, with the same filters."""
     return await _search(body, st)
-
-
-def _first_error(exc: ValueError) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        first = errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ()))
-        return f"{loc}: {first.get('msg')}" if loc else str(first.get("msg"))
-    return str(exc)

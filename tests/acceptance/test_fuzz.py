@@ -1,0 +1,81 @@
+"""schemathesis against the live OpenAPI schema of a running stack, with and without an API
+key: no 5xx, no undocumented status, no response that breaks its schema. `make fuzz` runs
+it longer (MNEMO_FUZZ_EXAMPLES)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mnemo_core.localpg import free_port
+from tests.helpers import BIN, Proc, service_env, wait_ready
+
+pytestmark = pytest.mark.acceptance
+
+KEY = "fuzz-key-0123456789"
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_schema_conformance",
+        "response_headers_conformance",
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def live(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    logs = tmp_path_factory.mktemp("fuzz")
+    port = free_port()
+    env = service_env(
+        MNEMO_DATABASE_URL=module_dsn,
+        MNEMO_API_PORT=str(port),
+        MNEMO_API_KEYS=KEY,
+        MNEMO_EMBEDDING_MODEL="hash-384",
+    )
+    procs = [
+        Proc("api", ["mnemo-api"], env, logs).start(),
+        Proc("embedder", ["mnemo-embedder"], env, logs).start(),
+        Proc("indexer", ["mnemo-indexer"], env, logs).start(),
+    ]
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, procs[0])
+    yield url
+    for p in procs:
+        p.stop()
+
+
+@pytest.mark.parametrize("with_key", [True, False], ids=["with-key", "without-key"])
+def test_schemathesis_finds_nothing(live: str, with_key: bool, tmp_path: Path) -> None:
+    examples = os.environ.get("MNEMO_FUZZ_EXAMPLES", "8")
+    cmd = [
+        str(BIN / "schemathesis"),
+        "run",
+        f"{live}/openapi.json",
+        "--checks",
+        CHECKS,
+        "--max-examples",
+        examples,
+        "--workers",
+        "2",
+        "--suppress-health-check",
+        "all",
+        "--seed",
+        "42",
+    ]
+    if with_key:
+        cmd += ["--header", f"X-API-Key: {KEY}"]
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
