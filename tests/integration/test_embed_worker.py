@@ -167,7 +167,7 @@ async def test_cancel_stops_remaining_items_and_retry_requeues(pool: asyncpg.Poo
             == 12
         )
         async with conn.transaction():
-            again = await jobs.retry_events(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]
+            again = await jobs.retry(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]
     assert again["requeued"] == 12 and again["status"] == "queued"
     await drain(pool)
     j = await job(pool, done.job_id)
@@ -192,7 +192,7 @@ async def test_retry_requeues_only_failed_items(pool: asyncpg.Pool) -> None:
             {"text": "repaired"},
         )
         async with conn.transaction():
-            again = await jobs.retry_events(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]
+            again = await jobs.retry(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]
     assert again["requeued"] == 2  # both items of the dead-lettered message failed
     await drain(pool)
     j = await job(pool, done.job_id)
@@ -207,7 +207,7 @@ async def test_retry_of_succeeded_job_conflicts(pool: asyncpg.Pool) -> None:
     await drain(pool)
     async with pool.acquire() as conn, conn.transaction():
         with pytest.raises(Conflict):
-            await jobs.retry_events(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]
+            await jobs.retry(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]
 
 
 async def test_deleting_a_pending_event_settles_its_job(pool: asyncpg.Pool) -> None:
@@ -217,3 +217,22 @@ async def test_deleting_a_pending_event_settles_its_job(pool: asyncpg.Pool) -> N
     await drain(pool)
     j = await job(pool, done.job_id)
     assert j["status"] == "succeeded" and j["progress"] == {"total": 1, "done": 1, "failed": 0}
+
+
+async def test_unknown_ids_from_elsewhere_are_poison_but_stale_ids_are_not(
+    pool: asyncpg.Pool,
+) -> None:
+    stranger = {"kind": "event", "ids": [str(uuid.uuid4())]}  # no job, no such event
+    done = await ingest(pool, ["soon deleted"])
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pgmq.send('embed', $1::jsonb)", stranger)
+        async with conn.transaction():
+            await events.delete(conn, done.event_ids[0])  # its message is now stale
+    await drain(pool)
+    async with pool.acquire() as conn:
+        dead = await conn.fetch("SELECT message FROM pgmq.q_embed_dlq")
+        assert [d["message"]["message"] for d in dead] == [stranger]
+        assert "none of its ids exist" in dead[0]["message"]["error"]
+        assert await conn.fetchval("SELECT count(*) FROM pgmq.q_embed") == 0
+    j = await job(pool, done.job_id)
+    assert j["status"] == "succeeded" and j["progress"]["total"] == 0

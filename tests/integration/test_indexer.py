@@ -255,3 +255,48 @@ async def test_pathological_file_is_retried_then_dead_lettered(pool: asyncpg.Poo
             assert await conn.fetchval("SELECT count(*) FROM pgmq.q_index") == 0
     finally:
         slow.close()
+
+
+async def test_dead_lettered_file_replays_after_the_cause_is_fixed(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    from mnemo_core import dlq
+
+    slow = ParsePool(1, 0.05)
+    try:
+        big = "".join(f"def f{i}(a):\n    return g(a) + {i}\n" for i in range(8_000))
+        acc = await submit(pool, {"big.py": big})
+        s = settings(max_attempts=1)
+        w = IndexWorker(pool, s, slow, worker_id="i-slow", once=True)
+        await asyncio.wait_for(w.run(), 60)
+    finally:
+        slow.close()
+    job = await job_of(pool, acc.job_id)
+    assert job["status"] == "failed" and job["result"]["files_failed"]
+    # The cause is fixed (a parser with a sane time bound); replay the dead letter.
+    result = await dlq.replay(pool, "index_dlq")
+    assert result.to_json()["replayed"] == 1 and result.requeued_items == 1
+    job = await job_of(pool, acc.job_id)
+    assert job["status"] == "queued" and job["result"]["files_failed"] == []
+    await drain(pool, parser)
+    job = await job_of(pool, acc.job_id)
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["failed"] == 0 and job["result"]["files_indexed"] == 1
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM code_chunks WHERE path = 'big.py'") > 0
+
+
+async def test_retry_of_an_index_job_reparses_failed_files(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    acc = await submit(pool, {"ok.py": "def a():\n    return 1\n", "odd.bin": "x"})
+    await drain(pool, parser)
+    job = await job_of(pool, acc.job_id)
+    assert job["status"] == "failed"
+    async with pool.acquire() as conn, conn.transaction():
+        again = await jobs.retry(conn, acc.job_id, message_batch=8)
+    assert again["requeued"] == 1 and again["result"]["files_failed"] == []
+    await drain(pool, parser)
+    job = await job_of(pool, acc.job_id)  # still unsupported: fails again, counted once
+    assert job["status"] == "failed" and job["progress"]["failed"] == 1
+    assert [f["path"] for f in job["result"]["files_failed"]] == ["odd.bin"]

@@ -156,3 +156,20 @@ def test_insecure_bind(host: str, keys: str, insecure: bool, refused: bool) -> N
     s = Settings(api_host=host, api_keys=keys, allow_insecure=insecure)
     assert (insecure_bind_error(s) is not None) is refused
     assert is_loopback("127.0.0.2")
+
+
+@pytest.mark.parametrize(
+    ("candidates", "bare", "expected"),
+    [
+        (["a.f", "b.f"], None, "b.f"),
+        (["b.f", "a.f"], None, "b.f"),
+        (["x.f"], "f", "pkg.f"),
+        (["x.f"], "g", None),
+        ([], None, None),
+        (["mod"], None, "mod"),
+    ],
+)
+def test_resolution_pick(candidates: list[str], bare: str | None, expected: str | None) -> None:
+    from mnemo_core.resolve import pick
+
+    assert pick(candidates, bare, {"b.f", "mod"}, {"f": "pkg.f"}) == expected

@@ -71,8 +71,9 @@ CREATE INDEX code_chunks_job_idx ON code_chunks (job_id, embedding_status) WHERE
 
 -- Edges belong to the file whose parse produced them and go when it is re-parsed.
 -- `target` is the resolved qualified name in the repository, NULL while unresolved; the
--- candidates (from imports, enclosing scope and module) are kept so a later change anywhere
--- in the repository can resolve them again. `external` is the name as written.
+-- candidates (from imports, enclosing scope and module, best first) and the bare name (for a
+-- last-resort unique match) are kept so a later change anywhere in the repository can
+-- resolve them again (mnemo_core.resolve). `external` is the name as written.
 CREATE TABLE code_edges (
     id           bigserial PRIMARY KEY,
     repository   text NOT NULL,
@@ -81,29 +82,13 @@ CREATE TABLE code_edges (
     relationship text NOT NULL CHECK (relationship IN ('contains', 'calls', 'imports')),
     external     text NOT NULL,
     candidates   text[] NOT NULL DEFAULT '{}',
+    bare         text,
     target       text,
     line         integer,
     UNIQUE (file_id, source, relationship, external)
 );
 CREATE INDEX code_edges_source_idx ON code_edges (repository, source, relationship);
 CREATE INDEX code_edges_target_idx ON code_edges (repository, target, relationship);
-CREATE INDEX code_edges_candidates_idx ON code_edges USING gin (candidates);
-
--- The first candidate that names a symbol (chunk) or module (file) of the repository; else,
--- for a bare name, the repository's only symbol of that name; else NULL (external).
-CREATE FUNCTION mnemo_resolve(p_repo text, p_candidates text[], p_bare text)
-RETURNS text LANGUAGE sql STABLE AS $$
-    SELECT coalesce(
-        (SELECT u.c FROM unnest(p_candidates) WITH ORDINALITY AS u(c, i)
-         WHERE EXISTS (SELECT 1 FROM code_chunks k WHERE k.repository = p_repo AND k.qualified_name = u.c)
-            OR EXISTS (SELECT 1 FROM code_files f WHERE f.repository = p_repo AND f.module = u.c)
-         ORDER BY u.i LIMIT 1),
-        (SELECT min(k.qualified_name) FROM code_chunks k
-         WHERE p_bare IS NOT NULL AND k.repository = p_repo AND k.name = p_bare
-           AND k.kind NOT IN ('module', 'section', 'window')
-         HAVING count(DISTINCT k.qualified_name) = 1)
-    )
-$$;
 
 SELECT pgmq.create('index');
 SELECT pgmq.create('index_dlq');

@@ -8,10 +8,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from mnemo_api import errors
+from mnemo_api import errors, metrics
 from mnemo_api.middleware import ApiKeys, BodyLimit
 from mnemo_api.query_embedding import QueryEmbedder
-from mnemo_api.routes import code, events, jobs, ops, search
+from mnemo_api.routes import code, dlq, events, jobs, ops, search, ui
+from mnemo_api.schemas import ERROR_RESPONSES
 from mnemo_api.state import AppState, QueueStatsCache
 from mnemo_core import __version__, db, migrate
 from mnemo_core import logging as mlog
@@ -63,10 +64,12 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             dead_after_s=settings.worker_dead_after_s,
         )
         app.state.mnemo = AppState(settings, pool, qe, QueueStatsCache())
+        ops_metrics.start(pool, app.state.mnemo.queue_stats)
         log.info("api_ready", model=settings.embedding_model, dim=settings.embedding_dim)
         try:
             yield
         finally:
+            await ops_metrics.stop()
             await qe.close()
             await pool.close()
 
@@ -75,15 +78,23 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
     )
     errors.install(app)
+    ops_metrics = app.state.ops = metrics.Ops(settings)
     for router in (ops.router, events.router, jobs.router, search.router, code.router):
         app.include_router(router)
-    app.add_middleware(ApiKeys, keys=settings.api_key_list, protected=("/v1", "/ui"))
+    for router in (dlq.router, metrics.router, ui.router):
+        app.include_router(router)
+    app.add_middleware(
+        ApiKeys, keys=settings.api_key_list, protected=metrics.protected_paths(settings)
+    )
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         # Repository uploads are bigger than anything else.
         per_path={"/v1/code/index": max(settings.max_body_bytes, settings.max_archive_bytes)},
     )
+    # Outermost: counts and times every answer, the 401s and 413s too.
+    app.add_middleware(metrics.RequestMetrics, ops=ops_metrics)
     return app

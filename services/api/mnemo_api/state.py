@@ -39,5 +39,6 @@ class AppState:
     queue_stats: QueueStatsCache
 
 
-def state(request: Request) -> AppState:
+async def state(request: Request) -> AppState:
+    # async: FastAPI runs a sync dependency in a worker thread, a thread hop per request.
     return request.app.state.mnemo

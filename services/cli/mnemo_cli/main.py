@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mnemo_cli import code
+from mnemo_cli import code, ops
 from mnemo_cli.client import ApiError, Client
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wk = sub.add_parser("workers", help="workers and their heartbeats")
     wk.set_defaults(fn=cmd_workers)
+    ops.register(sub)
     return p
 
 

@@ -13,14 +13,14 @@ import asyncpg
 import numpy as np
 from pgvector import Vector
 
-from mnemo_core import jobs, queue
+from mnemo_core import jobs, queue, resolve
 from mnemo_core.errors import InvalidInput, NotFound
 from mnemo_core.items import Item, Moved
+from mnemo_core.jobs import FILES_PER_MESSAGE
 from mnemo_core.queries import Q
 from mnemo_core.text import chunk_embed_text, module_path
 
 INDEX_JOB = "index_repository"
-FILES_PER_MESSAGE = 16
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ async def index_files(
             ],
         )
     elif removed:
-        await conn.execute(Q["resolve_repository"], repository)
+        await resolve.resolve_repository(conn, repository)
     await conn.execute(Q["upsert_repository"], repository, commit, job_id)
     return IndexAccepted(job_id, len(files), len(changed), unchanged, len(removed))
 

@@ -13,6 +13,7 @@ from mnemo_core.errors import DatabaseUnavailable
 
 # Errors that mean "the database is not there right now" rather than "this query is wrong".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
     OSError,
     ConnectionError,
     TimeoutError,
@@ -23,6 +24,12 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.PostgresConnectionError,
+    # asyncpg reports a connection that died under a transaction or a pooled connection
+    # as an InterfaceError ("the underlying connection is closed").
+    asyncpg.exceptions.InterfaceError,
+    # ... and a connection killed mid-query by a server shutdown, on its way back to the
+    # pool, as "another operation is in progress" (the pool then drops that connection).
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -37,6 +44,13 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         pass
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query (RESET ALL, UNLISTEN *, ...): one round
+    trip saved per use. Pooled connections keep no session state here (settings are SET
+    LOCAL, advisory locks are transaction locks, LISTEN has its own connections); asyncpg
+    still rolls back a transaction left open."""
+
+
 async def create_pool(
     dsn: str, *, application_name: str, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool:
@@ -46,6 +60,7 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             init=init_connection,
+            reset=keep_session,
             command_timeout=60,
             server_settings={"application_name": application_name[:63]},
         )

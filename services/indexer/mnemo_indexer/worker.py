@@ -8,14 +8,13 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
-from mnemo_core import jobs, queue
+from mnemo_core import jobs, queue, resolve
 from mnemo_core import logging as mlog
 from mnemo_core.errors import PoisonMessage
-from mnemo_core.messages import EmbedMessage, chunked
+from mnemo_core.messages import EmbedMessage, IndexMessage, chunked, parse_index
 from mnemo_core.queries import Q
 from mnemo_core.retry import DeadLetter, backoff_s, decide, exhausted
 from mnemo_core.settings import Settings
@@ -24,27 +23,6 @@ from mnemo_indexer.pool import FileFailed, FileRows, ParsePool
 from mnemo_indexer.records import SEP
 
 log = mlog.get(__name__)
-
-
-@dataclass(frozen=True)
-class IndexMessage:
-    job_id: uuid.UUID | None
-    file_ids: tuple[int, ...]
-
-
-def parse_index(raw: Any) -> IndexMessage:
-    """Validate a message read from ``index``; anything else raises PoisonMessage."""
-    if not isinstance(raw, dict) or raw.get("kind") != "file":
-        raise PoisonMessage("expected an object with kind 'file'")
-    ids = raw.get("ids")
-    if not isinstance(ids, list) or not ids or len(ids) > 10_000:
-        raise PoisonMessage("ids must be a non-empty list of at most 10000 file ids")
-    try:
-        job = uuid.UUID(str(raw["job_id"])) if raw.get("job_id") is not None else None
-        file_ids = tuple(int(i) for i in ids)
-    except (ValueError, TypeError) as exc:
-        raise PoisonMessage(f"bad id in message: {exc}") from exc
-    return IndexMessage(job, file_ids)
 
 
 @dataclass
@@ -124,6 +102,7 @@ class IndexWorker(QueueWorker):
                     await queue.release(conn, queue.INDEX, [msg.msg_id], decision.delay_s)
             return
         self._last_batch = len(outcome.parsed)
+        self.stats.observe(len(outcome.parsed) + len(outcome.failed), time.perf_counter() - started)
         log.info(
             "files_indexed",
             queue=queue.INDEX,
@@ -291,6 +270,12 @@ class IndexWorker(QueueWorker):
             ["done" if v is not None else "pending" for v in vecs],
         )
         e = fr.edges
+        known, bare_map = await resolve.lookups(
+            conn,
+            r["repository"],
+            (c for x in e for c in x.candidates),
+            (x.bare for x in e if x.bare is not None),
+        )
         await conn.execute(
             Q["insert_edges"],
             file_id,
@@ -301,6 +286,7 @@ class IndexWorker(QueueWorker):
             [SEP.join(x.candidates) for x in e],
             [x.bare for x in e],
             [x.line for x in e],
+            [resolve.pick(x.candidates, x.bare, known, bare_map) for x in e],
         )
         return [str(row["id"]) for row in inserted if row["embedding_status"] == "pending"]
 
@@ -334,7 +320,7 @@ class IndexWorker(QueueWorker):
         if await conn.fetchval(Q["files_left_in_job"], job_id) == 0:
             # The job's last file: calls into files parsed earlier (or later) resolve now.
             for repo in sorted(repos):
-                await conn.execute(Q["resolve_repository"], repo)
+                await resolve.resolve_repository(conn, repo)
                 await conn.execute(Q["repository_indexed"], repo)
 
     async def _dead_letter(self, msg: queue.Message, reason: str) -> None:

@@ -45,7 +45,7 @@ async def create_event(
     """Store an event and queue its embedding (202), or store it at once (201) when it
     carries its own embedding or has no text to embed."""
     new = _to_new(body, st.settings.embedding_dim, "body")
-    async with transaction(st.pool) as conn:
+    async with st.pool.acquire() as conn:  # one statement: atomic without BEGIN
         done = await events.ingest(
             conn,
             [new],
@@ -78,7 +78,7 @@ async def create_events(
         )
     dim = st.settings.embedding_dim
     new = [_to_new(ev, dim, f"body.events.{i}") for i, ev in enumerate(body.events)]
-    async with transaction(st.pool) as conn:
+    async with st.pool.acquire() as conn:  # one statement: atomic without BEGIN
         done = await events.ingest(
             conn,
             new,

@@ -61,7 +61,7 @@ async def list_jobs(
 async def retry_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Re-queue the failed items of a failed job (and the skipped ones of a cancelled job)."""
     async with transaction(st.pool) as conn:
-        return await jobs.retry_events(conn, job_id, message_batch=st.settings.message_batch)
+        return await jobs.retry(conn, job_id, message_batch=st.settings.message_batch)
 
 
 @router.post("/{job_id}/cancel")

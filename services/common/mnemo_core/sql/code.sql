@@ -136,22 +136,45 @@ RETURNING id, embedding_status;
 
 -- insert_edges --
 -- Edges of file $1 in repository $2 ($3 sources, $4 relationships, $5 externals, $6 candidate
--- lists joined by U+001F, $7 bare names, $8 lines), resolved against the repository now.
-INSERT INTO code_edges (repository, file_id, source, relationship, external, candidates, target,
-                        line)
-SELECT $2, $1, u.source, u.rel, u.ext, c.cands, mnemo_resolve($2, c.cands, u.bare), u.line
-FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[])
-     AS u(source, rel, ext, cands, bare, line)
-CROSS JOIN LATERAL (SELECT string_to_array(u.cands, E'\x1f') AS cands) c
+-- lists joined by U+001F, $7 bare names, $8 lines, $9 resolved targets).
+INSERT INTO code_edges (repository, file_id, source, relationship, external, candidates, bare,
+                        target, line)
+SELECT $2, $1, u.source, u.rel, u.ext, string_to_array(u.cands, E'\x1f'), u.bare, u.target,
+       u.line
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
+     AS u(source, rel, ext, cands, bare, line, target)
 ON CONFLICT (file_id, source, relationship, external) DO NOTHING;
 
--- resolve_repository --
--- Resolve every edge of repository $1 again (after files changed or went away).
-UPDATE code_edges e SET target = r.t
-FROM (SELECT id, mnemo_resolve(repository, candidates,
-             CASE WHEN external ~ '^[A-Za-z_$][A-Za-z0-9_$]*$' THEN external END) AS t
-      FROM code_edges WHERE repository = $1 AND relationship <> 'contains') r
-WHERE e.id = r.id AND e.target IS DISTINCT FROM r.t;
+-- known_symbols --
+-- Which of names $2 are symbols (chunks) or modules (files) of repository $1.
+SELECT qualified_name AS name FROM code_chunks
+WHERE repository = $1 AND qualified_name = ANY($2::text[])
+UNION
+SELECT module FROM code_files WHERE repository = $1 AND module = ANY($2::text[]);
+
+-- unique_bare_names --
+-- For bare names $2 (NULL = all), the repository $1 symbol each names, when only one does.
+SELECT name, min(qualified_name) AS qualified_name FROM code_chunks
+WHERE repository = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]))
+  AND kind NOT IN ('module', 'section', 'window')
+GROUP BY name HAVING count(DISTINCT qualified_name) = 1;
+
+-- all_symbols --
+-- Every symbol and module name of repository $1.
+SELECT qualified_name AS name FROM code_chunks WHERE repository = $1
+UNION
+SELECT module FROM code_files WHERE repository = $1;
+
+-- resolvable_edges --
+-- Every non-containment edge of repository $1 with what resolves it.
+SELECT id, candidates, bare, target FROM code_edges
+WHERE repository = $1 AND relationship <> 'contains';
+
+-- set_edge_targets --
+-- Point edges $1 at targets $2 (NULL = unresolved).
+UPDATE code_edges e SET target = u.target
+FROM unnest($1::bigint[], $2::text[]) AS u(id, target)
+WHERE e.id = u.id;
 
 -- files_left_in_job --
 -- How many files of job $1 are still pending.
@@ -281,3 +304,45 @@ SELECT 'file' AS item, status, count(*)::int AS n FROM code_files WHERE job_id =
 UNION ALL
 SELECT 'chunk', embedding_status, count(*)::int FROM code_chunks WHERE job_id = $1
 GROUP BY embedding_status;
+
+-- ============================== retry ===============================
+
+-- requeue_files --
+-- Put failed or cancelled files ($1 ids) of job $2 back to pending; returns ids and paths.
+UPDATE code_files SET status = 'pending', error = NULL
+WHERE id = ANY($1::bigint[]) AND job_id = $2 AND status IN ('failed', 'cancelled')
+RETURNING id::text AS id, path;
+
+-- cancelled_files_of_job --
+-- The cancelled files of job $1.
+SELECT id::text AS id FROM code_files WHERE job_id = $1 AND status = 'cancelled';
+
+-- requeue_chunks --
+-- Put failed or cancelled chunks ($1 ids) of job $2 back to pending; returns their ids.
+UPDATE code_chunks SET embedding_status = 'pending', embedding_error = NULL
+WHERE id = ANY($1::bigint[]) AND job_id = $2 AND embedding_status IN ('failed', 'cancelled')
+RETURNING id::text AS id;
+
+-- cancelled_chunks_of_job --
+-- The cancelled chunks of job $1.
+SELECT id::text AS id FROM code_chunks WHERE job_id = $1 AND embedding_status = 'cancelled';
+
+-- forget_failed_files --
+-- Drop paths $2 from index job $1's result.files_failed (they are being parsed again).
+UPDATE jobs SET result = jsonb_set(result, '{files_failed}', coalesce((
+    SELECT jsonb_agg(f) FROM jsonb_array_elements(result->'files_failed') f
+    WHERE NOT (f->>'path' = ANY($2::text[]))), '[]'::jsonb))
+WHERE id = $1 AND result ? 'files_failed';
+
+-- reopen_failed_files --
+-- Put failed files ($1 ids) of job $2 back to pending (dead-letter replay); returns ids.
+UPDATE code_files SET status = 'pending', error = NULL
+WHERE id = ANY($1::bigint[]) AND status = 'failed' AND job_id IS NOT DISTINCT FROM $2
+RETURNING id::text AS id, path;
+
+-- reopen_failed_chunks --
+-- Put failed chunks ($1 ids) of job $2 back to pending (dead-letter replay); returns ids.
+UPDATE code_chunks SET embedding_status = 'pending', embedding_error = NULL
+WHERE id = ANY($1::bigint[]) AND embedding_status = 'failed'
+  AND job_id IS NOT DISTINCT FROM $2
+RETURNING id::text AS id;

@@ -14,6 +14,10 @@ RETURNING id;
 -- One job by id ($1).
 SELECT * FROM jobs WHERE id = $1;
 
+-- job_exists --
+-- Is there a job $1?
+SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1);
+
 -- list_jobs --
 -- Newest first, optional filters ($1 status, $2 kind), keyset cursor ($3 created_at, $4 id), $5 limit.
 SELECT * FROM jobs
@@ -72,6 +76,24 @@ SELECT u.id, u.ts, u.content, u.metadata, u.embedding, u.model, u.status, $8
 FROM unnest($1::uuid[], $2::timestamptz[], $3::jsonb[], $4::jsonb[], $5::vector[],
             $6::text[], $7::text[]) AS u(id, ts, content, metadata, embedding, model, status);
 
+-- ingest_events --
+-- Insert events, their job and their queue messages in one statement (atomic on its own: one
+-- round trip). $1 job id (NULL when nothing is queued), $2 job kind, $3 job total, $4 job
+-- params; events from parallel arrays ($5 ids, $6 timestamps, $7 contents, $8 metadata,
+-- $9 embeddings (NULL entries allowed), $10 model per row, $11 status per row); $12 queue,
+-- $13 messages (jsonb[]). Returns how many messages were sent.
+WITH job AS (
+    INSERT INTO jobs (id, kind, total, params)
+    SELECT $1, $2, $3, $4 WHERE $1::uuid IS NOT NULL
+), ev AS (
+    INSERT INTO events (id, "timestamp", content, metadata, embedding, embedding_model,
+                        embedding_status, job_id)
+    SELECT u.id, u.ts, u.content, u.metadata, u.embedding, u.model, u.status, $1
+    FROM unnest($5::uuid[], $6::timestamptz[], $7::jsonb[], $8::jsonb[], $9::vector[],
+                $10::text[], $11::text[]) AS u(id, ts, content, metadata, embedding, model, status)
+)
+SELECT count(*) FROM pgmq.send_batch($12, $13::jsonb[]);
+
 -- get_event --
 -- One event by id ($1).
 SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, embedding_error,
@@ -114,7 +136,7 @@ RETURNING id::text AS id, job_id;
 -- Put failed or cancelled events ($1 ids) of job $2 back to pending; returns their ids.
 UPDATE events SET embedding_status = 'pending', embedding_error = NULL
 WHERE id = ANY($1::uuid[]) AND job_id = $2 AND embedding_status IN ('failed', 'cancelled')
-RETURNING id;
+RETURNING id::text AS id;
 
 -- cancelled_events_of_job --
 -- The cancelled events of job $1.

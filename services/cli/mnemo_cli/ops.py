@@ -1,0 +1,187 @@
+"""Operator commands: ``mnemo dlq list|replay``, ``mnemo status``, ``mnemo migrate``.
+
+``register(subparsers)`` adds them to ``mnemo``; like the other commands they print a human
+view by default and JSON with ``--json``. ``migrate`` talks to the database itself (it is the
+container stack's one-shot ``migrate`` service); the others talk HTTP to the API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from mnemo_cli.client import ApiError, Client
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _print(args: argparse.Namespace, data: Any, human: Any) -> None:
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        human(data)
+
+
+# -- dead letters ------------------------------------------------------------------------
+
+
+def _letters_table(d: dict[str, Any]) -> None:
+    t = Table("id", "dead-lettered at", "job", "kind", "items", "attempts", "error")
+    for m in d["messages"]:
+        t.add_row(
+            str(m["id"]),
+            m["dead_lettered_at"],
+            str(m["job_id"] or "-"),
+            str(m["kind"] or "-"),
+            str(m["items"] if m["items"] is not None else "-"),
+            str(m["attempts"] if m["attempts"] is not None else "-"),
+            (m["error"] or "")[:120],
+        )
+    console.print(t)
+    if not d["messages"]:
+        console.print(f"{d['queue']} is empty")
+    elif d.get("next_after"):
+        console.print(f"more: --after {d['next_after']}")
+
+
+def cmd_dlq_list(args: argparse.Namespace, c: Client) -> int:
+    params = {"limit": args.limit, "after": args.after}
+    _print(args, c.get(f"/v1/dlq/{args.queue}", params=params), _letters_table)
+    return 0
+
+
+def cmd_dlq_replay(args: argparse.Namespace, c: Client) -> int:
+    body = {"ids": args.id} if args.id else None
+    data = c.post(f"/v1/dlq/{args.queue}/replay", json=body)
+
+    def human(d: dict[str, Any]) -> None:
+        console.print(
+            f"replayed {d['replayed']} dead letters of {d['queue']}: "
+            f"{d['requeued_items']} items pending again"
+        )
+        for s in d["skipped"]:
+            console.print(f"  skipped {s['id']}: {s['reason']}", style="yellow")
+        if d["not_found"]:
+            console.print(f"  not found: {', '.join(map(str, d['not_found']))}", style="red")
+
+    _print(args, data, human)
+    return 1 if data["not_found"] else 0
+
+
+# -- status ------------------------------------------------------------------------------
+
+
+def _ready(c: Client) -> dict[str, Any]:
+    try:
+        return dict(c.get("/ready"))
+    except ApiError as exc:
+        if exc.status == 0:
+            raise
+        return {"status": "unavailable", "detail": exc.detail}
+
+
+def cmd_status(args: argparse.Namespace, c: Client) -> int:
+    ready = _ready(c)
+    data: dict[str, Any] = {"url": c.url, "ready": ready}
+    if ready.get("status") == "ready":
+        data["queues"] = c.get("/v1/queues")["queues"]
+        data["workers"] = c.get("/v1/workers")["workers"]
+        data["failed_jobs"] = c.get("/v1/jobs", params={"status": "failed", "limit": 5})["jobs"]
+
+    def human(d: dict[str, Any]) -> None:
+        ok = d["ready"].get("status") == "ready"
+        console.print(f"{d['url']}: " + ("[green]ready[/]" if ok else f"[red]{d['ready']}[/]"))
+        if not ok:
+            return
+        for q in d["queues"]:
+            dead = q["dead_letters"]
+            console.print(
+                f"  queue {q['queue']:<12} depth {q['depth']:>6}  in flight {q['in_flight']:>5}"
+                + (f"  [red]dead letters {dead}[/]" if dead else "")
+            )
+        alive: dict[str, int] = {}
+        for w in d["workers"]:
+            alive[w["kind"]] = alive.get(w["kind"], 0) + int(w["alive"])
+        console.print(
+            "  live workers: "
+            + (", ".join(f"{k} {n}" for k, n in sorted(alive.items())) or "[red]none[/]")
+        )
+        for j in d["failed_jobs"]:
+            console.print(f"  failed job {j['id']} {j['kind']}: {j['error']}", style="red")
+
+    _print(args, data, human)
+    return 0 if ready.get("status") == "ready" else 1
+
+
+# -- migrate -----------------------------------------------------------------------------
+
+
+async def _migrate(dsn: str, dim: int, wait_s: float) -> list[str]:
+    from mnemo_core import db, migrate
+    from mnemo_core import logging as mlog
+    from mnemo_core.errors import DatabaseUnavailable
+
+    log = mlog.get(__name__)
+    deadline = time.monotonic() + wait_s
+    delay = 0.5
+    while True:
+        try:
+            conn = await db.connect(dsn, application_name="mnemo-migrate")
+            break
+        except DatabaseUnavailable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting_for_database", error=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    try:
+        return await migrate.migrate(conn, embedding_dim=dim)
+    finally:
+        await conn.close()
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply the migrations to MNEMO_DATABASE_URL and exit (the stack's one-shot step)."""
+    from mnemo_core import logging as mlog
+    from mnemo_core.errors import MnemoError
+    from mnemo_core.settings import Settings
+
+    settings = Settings()
+    mlog.configure("migrate", settings.log_format, settings.log_level)
+    log = mlog.get(__name__)
+    try:
+        applied = asyncio.run(_migrate(settings.dsn(), settings.embedding_dim, args.wait))
+    except MnemoError as exc:
+        log.error("migrate_failed", error=str(exc))
+        return 1
+    log.info("migrations_up_to_date", applied_now=applied)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dl = sub.add_parser("dlq", help="dead letters: list and replay")
+    dsub = dl.add_subparsers(dest="sub", required=True)
+    ls = dsub.add_parser("list", help="dead letters with their errors (nothing is consumed)")
+    ls.add_argument("queue", help="embed or index (or embed_dlq, index_dlq)")
+    ls.add_argument("--limit", type=int, default=50)
+    ls.add_argument("--after", type=int, default=0, help="list ids above this one")
+    ls.set_defaults(fn=cmd_dlq_list)
+    rp = dsub.add_parser("replay", help="send dead letters back to their queue")
+    rp.add_argument("queue", help="embed or index (or embed_dlq, index_dlq)")
+    rp.add_argument(
+        "--id", type=int, action="append", metavar="N", help="only this message (repeatable)"
+    )
+    rp.set_defaults(fn=cmd_dlq_replay)
+
+    st = sub.add_parser("status", help="readiness, queues, live workers, failed jobs")
+    st.set_defaults(fn=cmd_status)
+
+    mg = sub.add_parser("migrate", help="apply database migrations and exit")
+    mg.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the database")
+    mg.set_defaults(fn=cmd_migrate, local=True)
