@@ -389,3 +389,47 @@ def test_retry_requeues_only_failed_items(stack_factory: Any, fault_report: list
             "recovery_s": None,
         }
     )
+
+
+def test_sigterm_finishes_the_batch_in_hand(stack_factory: Any, fault_report: list) -> None:
+    """SIGTERM mid-ingest: the batch in hand is written and acknowledged within the grace
+    period, unstarted messages go back at once, and no message is processed twice."""
+    n = size(1000, 4000)
+    s: Stack = stack_factory(MNEMO_GRACE_PERIOD_S="20", MNEMO_VISIBILITY_TIMEOUT_S="120")
+    s.start_api()
+    job_ids = s.post_batches(n, "graceful", per_batch=1000)
+    first = s.start("mnemo-embedder")
+    done_sql = "SELECT count(*) FROM events WHERE embedding_status = 'done'"
+    wait_for_sync(
+        lambda: 0 < s.one(done_sql) < n - 300,
+        timeout=180,
+        interval=0.05,
+        what="the ingest to be under way",
+    )
+    in_flight = s.one(IN_FLIGHT_SQL.format(q="embed"))
+    clock = timer()
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    stop_s = clock()
+    assert stop_s < 20 + 5
+    after_stop = s.one(done_sql)
+    # Nothing it held stays invisible: a long visibility timeout would otherwise delay it.
+    assert s.one("SELECT count(*) FROM pgmq.q_embed WHERE vt > now()") == 0
+    second = s.start("mnemo-embedder")
+    jobs = s.wait_jobs(job_ids, timeout=600)
+    assert {j["status"] for j in jobs} == {"succeeded"}
+    assert event_state(s) == {"done": n, "vectors": n}
+    twice = _msg_ids(first) & _msg_ids(second)
+    assert twice == set(), f"processed by both workers: {sorted(twice)[:10]}"
+    fault_report.append(
+        {
+            "fault": "SIGTERM mid-ingest (graceful)",
+            "injected": 1,
+            "items": n,
+            "in_flight": in_flight,
+            "lost": n - event_state(s)["done"],
+            "duplicates": len(twice),
+            "recovery_s": stop_s,
+            "done_by_stopping_worker": after_stop,
+        }
+    )

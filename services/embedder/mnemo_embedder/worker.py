@@ -31,6 +31,11 @@ log = mlog.get(__name__)
 
 QUERY_CHANNEL = "mnemo_embed_query"
 MAX_GROUP_ITEMS = 256
+# A model call stops where texts get this much shorter than its first (longest) one...
+SLICE_LENGTH_RATIO = 1.5
+# ... counting lengths up to about the model's window (MiniLM reads 256 tokens, some 1,200
+# characters): past it, texts are truncated to the same cost.
+FULL_WINDOW_CHARS = 1200
 
 
 @dataclass
@@ -254,11 +259,8 @@ class EmbedWorker(QueueWorker):
     async def _encode(self, texts: list[str]) -> np.ndarray:
         """Encode longest-first slices in the model thread; returns rows in input order."""
         loop = asyncio.get_running_loop()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = np.zeros((len(texts), self.model.dim), dtype=np.float32)
-        size = self.settings.batch_size
-        for start in range(0, len(order), size):
-            idx = order[start : start + size]
+        for idx in _slices([len(t) for t in texts], self.settings.batch_size):
             part = await loop.run_in_executor(
                 self._executor, self.model.encode, [texts[i] for i in idx]
             )
@@ -354,6 +356,23 @@ def _plan(w: Work, items: dict[str, Item]) -> None:
 async def _count(conn: asyncpg.Connection, moved: Moved, *, done: bool, attempts: int) -> None:
     for job_id, n in moved.count().items():
         await jobs.progress(conn, job_id, done=n if done else 0, attempts=attempts)
+
+
+def _slices(lengths: list[int], size: int) -> list[list[int]]:
+    """Text indexes, longest first, cut into model calls of at most ``size`` texts of similar
+    length: every text of a call is padded to its longest, so a call mixing code chunks with
+    short notes costs as if every note were a code chunk (bench/README.md)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    out: list[list[int]] = []
+    head = 0
+    for i in order:
+        n = min(lengths[i], FULL_WINDOW_CHARS)
+        if out and len(out[-1]) < size and n * SLICE_LENGTH_RATIO >= head:
+            out[-1].append(i)
+        else:
+            out.append([i])
+            head = n
+    return out
 
 
 def _groups(msgs: list[queue.Message], max_items: int) -> list[list[queue.Message]]:

@@ -78,13 +78,12 @@ FROM unnest($1::uuid[], $2::timestamptz[], $3::jsonb[], $4::jsonb[], $5::vector[
 
 -- ingest_events --
 -- Insert events, their job and their queue messages in one statement (atomic on its own: one
--- round trip). $1 job id (NULL when nothing is queued), $2 job kind, $3 job total, $4 job
--- params; events from parallel arrays ($5 ids, $6 timestamps, $7 contents, $8 metadata,
--- $9 embeddings (NULL entries allowed), $10 model per row, $11 status per row); $12 queue,
--- $13 messages (jsonb[]). Returns how many messages were sent.
+-- round trip). $1 job id, $2 job kind, $3 job total, $4 job params; events from parallel
+-- arrays ($5 ids, $6 timestamps, $7 contents, $8 metadata, $9 embeddings (NULL entries
+-- allowed), $10 model per row, $11 status per row); $12 queue, $13 messages (jsonb[], not
+-- empty). Returns how many messages were sent.
 WITH job AS (
-    INSERT INTO jobs (id, kind, total, params)
-    SELECT $1, $2, $3, $4 WHERE $1::uuid IS NOT NULL
+    INSERT INTO jobs (id, kind, total, params) VALUES ($1, $2, $3, $4)
 ), ev AS (
     INSERT INTO events (id, "timestamp", content, metadata, embedding, embedding_model,
                         embedding_status, job_id)
