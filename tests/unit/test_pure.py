@@ -173,3 +173,43 @@ def test_resolution_pick(candidates: list[str], bare: str | None, expected: str 
     from mnemo_core.resolve import pick
 
     assert pick(candidates, bare, {"b.f", "mod"}, {"f": "pkg.f"}) == expected
+
+
+@pytest.mark.parametrize(
+    ("legs", "expected"),
+    [
+        ([[1, 2, 3], [3, 2, 1]], [1, 3, 2]),  # 1/61 + 1/63 beats 2/62; 1 came first
+        ([[1, 2], []], [1, 2]),
+        ([[], [5, 6]], [5, 6]),
+        ([[1], [2]], [1, 2]),  # a tie keeps first appearance
+        ([[7, 8, 9], [9]], [9, 7, 8]),
+        ([[], []], []),
+    ],
+)
+def test_reciprocal_rank_fusion(legs: list[list[int]], expected: list[int]) -> None:
+    from mnemo_core.codesearch import RRF_K, rrf
+
+    fused = rrf(legs)
+    assert [i for i, _ in fused] == expected
+    if fused:
+        top = fused[0][0]
+        assert fused[0][1] == pytest.approx(
+            sum(1 / (RRF_K + leg.index(top) + 1) for leg in legs if top in leg)
+        )
+
+
+@pytest.mark.parametrize(
+    ("query", "terms"),
+    [
+        ("retry with exponential backoff", ["retry", "exponential", "backoff"]),
+        ("parseHTTPResponse", ["parsehttpresponse", "parse", "http", "response"]),
+        ("snake_case_name()", ["snakecasename", "snake", "case", "name"]),
+        ("'; DROP TABLE x; --", ["drop", "table"]),
+        ("a & b | !c", []),
+    ],
+)
+def test_lexical_terms(query: str, terms: list[str]) -> None:
+    from mnemo_core.text import lexical_terms, tsquery
+
+    assert lexical_terms(query) == terms
+    assert all(ch.isalnum() or ch in " |:*" for ch in tsquery(terms))
