@@ -63,8 +63,8 @@ soak: $(STAMP) ## the long fault tests: 20,000-event backlog, repeated kills, re
 fuzz: $(STAMP) ## schemathesis against the live OpenAPI schema, longer than in make test
 	MNEMO_FUZZ_EXAMPLES=$${MNEMO_FUZZ_EXAMPLES:-100} $(BIN)/pytest tests/acceptance/test_fuzz.py
 
-bench: ## benchmarks (not built yet)
-	@echo "make bench: not built yet"
+bench: $(STAMP) ## benchmarks against same-run baselines (~15 min): table + bench/results/latest.json
+	$(BIN)/python -m bench.run
 
 up: ## start the container stack in the background (deploy/.env if present)
 	$(DC) up -d

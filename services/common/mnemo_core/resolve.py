@@ -53,7 +53,7 @@ async def resolve_repository(conn: asyncpg.Connection, repository: str) -> int:
     known = {r["name"] for r in await conn.fetch(Q["all_symbols"], repository)}
     bare_map = {
         r["name"]: r["qualified_name"]
-        for r in await conn.fetch(Q["unique_bare_names"], repository, None)
+        for r in await conn.fetch(Q["all_unique_bare_names"], repository)
     }
     ids: list[int] = []
     targets: list[str | None] = []

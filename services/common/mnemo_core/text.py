@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import re
 from typing import Any
 
@@ -36,11 +38,18 @@ def split_identifier(name: str) -> list[str]:
     attached to the word before them: ``parseHTTPResponse_v2`` ->
     ``["parse", "http", "response", "v2"]``.
     """
+    return list(_split(name))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _split(name: str) -> tuple[str, ...]:
+    # Cached: a codebase repeats its identifiers, and splitting them was most of the time
+    # spent building a chunk's search text (bench/README.md).
     words: list[str] = []
     for part in _NON_WORD.split(name):
         if part:
             words.extend(m.group(0).lower() for m in _IDENT_PART.finditer(part))
-    return words
+    return tuple(words)
 
 
 def chunk_embed_text(qualified_name: str, signature: str, docstring: str, content: str) -> str:
@@ -57,7 +66,7 @@ def chunk_search_text(
     """The lexical leg's document: names as written and split into words, the signature,
     the docstring and every identifier of the code, split too."""
     idents = dict.fromkeys(_IDENTIFIER.findall(f"{qualified_name} {signature} {content}"))
-    split = dict.fromkeys(w for i in idents for w in split_identifier(i))
+    split = dict.fromkeys(itertools.chain.from_iterable(map(_split, idents)))
     parts = [
         path,
         qualified_name,
@@ -65,7 +74,7 @@ def chunk_search_text(
         signature,
         docstring,
         " ".join(split),
-        " ".join(i.lower() for i in idents),
+        " ".join(idents).lower(),
     ]
     return "\n".join(p for p in parts if p)[:200_000]
 

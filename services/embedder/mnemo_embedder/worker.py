@@ -30,6 +30,8 @@ from mnemo_embedder.model import Model
 log = mlog.get(__name__)
 
 QUERY_CHANNEL = "mnemo_embed_query"
+# Items encoded and written together; a worker reads about one group's worth of messages at
+# a time, so embedders share a backlog evenly (bench/README.md).
 MAX_GROUP_ITEMS = 256
 # A model call stops where texts get this much shorter than its first (longest) one...
 SLICE_LENGTH_RATIO = 1.5
@@ -72,11 +74,19 @@ class EmbedWorker(QueueWorker):
         # at most one slice, never a whole batch.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
         self._query_wake = asyncio.Event()
+        # The previous group's write, in flight while the model encodes the next group.
+        self._writing: asyncio.Future[None] | None = None
+        # Ids per message in the last read (the API's message_batch to start with).
+        self._ids_per_message: float = settings.message_batch
 
     def side_loops(self) -> dict[str, Coroutine[Any, Any, None]]:
         return {} if self.once else {"query-embeddings": self._query_loop()}
 
     async def _shutdown(self) -> None:
+        try:
+            await self._flush()
+        except db.UNAVAILABLE_ERRORS as exc:  # unacknowledged: redelivered after its timeout
+            log.warning("final_write_failed", error=str(exc))
         self._executor.shutdown(wait=False, cancel_futures=True)
         await super()._shutdown()
 
@@ -141,6 +151,7 @@ class EmbedWorker(QueueWorker):
     async def _read_and_process(self) -> None:
         msgs = await self._read_batch()
         if not msgs:
+            await self._flush()
             if self.once:
                 self.stop()
             return
@@ -159,15 +170,20 @@ class EmbedWorker(QueueWorker):
     async def _read_batch(self) -> list[queue.Message]:
         poll = 0 if self.once else self.settings.poll_seconds
         async with self.pool.acquire() as conn:
-            return await queue.read(
+            msgs = await queue.read(
                 conn,
                 queue.EMBED,
                 vt=self.settings.visibility_timeout_s,
-                qty=self.settings.message_batch,
+                qty=_read_qty(self._ids_per_message, self.settings.message_batch),
                 poll_s=poll,
             )
+        if msgs:
+            self._ids_per_message = sum(_item_count(m) for m in msgs) / len(msgs)
+        return msgs
 
     async def _process(self, msgs: list[queue.Message]) -> None:
+        """Triage and encode a group, then hand its write to a task: the model thread goes on
+        to the next group while this one's vectors, progress and acks are written."""
         started = time.perf_counter()
         work = [Work(m) for m in msgs]
         with structlog.contextvars.bound_contextvars(msg_ids=[m.msg_id for m in msgs]):
@@ -178,15 +194,30 @@ class EmbedWorker(QueueWorker):
                 encode_started = time.perf_counter()
                 await self._embed(work)
                 self.stats.observe(texts, time.perf_counter() - encode_started)
-                n = await asyncio.shield(self._write(work))
-                self._last_batch = n
-                log.info(
-                    "batch_embedded",
-                    queue=queue.EMBED,
-                    messages=len(msgs),
-                    n=n,
-                    ms=round((time.perf_counter() - started) * 1000),
-                )
+                await self._flush()  # one write in flight at most, in order
+                self._writing = asyncio.ensure_future(self._finish(work, started))
+
+    async def _finish(self, work: list[Work], started: float) -> None:
+        n = await self._write(work)
+        self._last_batch = n
+        log.info(
+            "batch_embedded",
+            queue=queue.EMBED,
+            messages=len(work),
+            n=n,
+            ms=round((time.perf_counter() - started) * 1000),
+        )
+
+    async def _flush(self) -> None:
+        """Wait for the write in flight; shielded, so a cancelled worker still finishes it."""
+        writing = self._writing
+        if writing is None:
+            return
+        try:
+            await asyncio.shield(writing)
+        finally:
+            if writing.done():
+                self._writing = None
 
     async def _triage(self, work: list[Work]) -> None:
         """Parse messages and load the current rows behind them."""
@@ -375,13 +406,24 @@ def _slices(lengths: list[int], size: int) -> list[list[int]]:
     return out
 
 
+def _item_count(m: queue.Message) -> int:
+    ids = m.body.get("ids") if isinstance(m.body, dict) else None
+    return len(ids) if isinstance(ids, list) else 1
+
+
+def _read_qty(ids_per_message: float, message_batch: int) -> int:
+    """Messages to read: about one group's worth of items, at most ``message_batch``. What a
+    worker does not take stays visible to the other embedders; a read of 64 full messages
+    held 4,096 items, longer than their visibility timeout, while other embedders sat idle."""
+    return max(1, min(message_batch, int(MAX_GROUP_ITEMS / max(ids_per_message, 1.0))))
+
+
 def _groups(msgs: list[queue.Message], max_items: int) -> list[list[queue.Message]]:
     """Split a read into groups of about ``max_items`` items, so each write stays small."""
     groups: list[list[queue.Message]] = [[]]
     n = 0
     for m in msgs:
-        ids = m.body.get("ids") if isinstance(m.body, dict) else None
-        k = len(ids) if isinstance(ids, list) else 1
+        k = _item_count(m)
         if groups[-1] and n + k > max_items:
             groups.append([])
             n = 0

@@ -36,6 +36,10 @@ class Outcome:
     gave_up: str | None = None  # a transient failure on the last attempt: dead-letter
 
 
+# A message made ready to write: what it asks, its files' current rows, what parsing gave.
+Prepared = tuple[IndexMessage, list[asyncpg.Record], Outcome]
+
+
 class IndexWorker(QueueWorker):
     kind = "indexer"
 
@@ -65,21 +69,37 @@ class IndexWorker(QueueWorker):
             if self.once:
                 self.stop()
             return
-        for i, msg in enumerate(msgs):
-            if self.stopping and not self.once:
-                async with self.pool.acquire() as conn:
-                    await queue.release(conn, queue.INDEX, [m.msg_id for m in msgs[i:]])
-                return
-            await self._process(msg)
+        # The next message's files are parsed while this one's rows are written: the parser
+        # processes and the database work at the same time, not in turn.
+        ahead: asyncio.Future[Prepared] | None = None
+        try:
+            for i, msg in enumerate(msgs):
+                if self.stopping and not self.once:
+                    async with self.pool.acquire() as conn:
+                        await queue.release(conn, queue.INDEX, [m.msg_id for m in msgs[i:]])
+                    return
+                prepared = ahead if ahead is not None else asyncio.ensure_future(self._prepare(msg))
+                ahead = None
+                if i + 1 < len(msgs):
+                    ahead = asyncio.ensure_future(self._prepare(msgs[i + 1]))
+                await self._process(msg, prepared)
+        finally:
+            if ahead is not None:  # stopping, or the database went away: not written
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
 
-    async def _process(self, msg: queue.Message) -> None:
+    async def _prepare(self, msg: queue.Message) -> Prepared:
+        """Validate a message, load its files and parse them (no transaction open)."""
+        if exhausted(msg.read_ct, self.settings.max_attempts):
+            raise PoisonMessage(f"delivered {msg.read_ct} times without success")
+        parsed = parse_index(msg.body)
+        rows = await self._load(parsed)
+        return parsed, rows, await self._parse(parsed, rows, msg.read_ct)
+
+    async def _process(self, msg: queue.Message, prepared: asyncio.Future[Prepared]) -> None:
         started = time.perf_counter()
         try:
-            if exhausted(msg.read_ct, self.settings.max_attempts):
-                raise PoisonMessage(f"delivered {msg.read_ct} times without success")
-            parsed = parse_index(msg.body)
-            rows = await self._load(parsed)
-            outcome = await self._parse(parsed, rows, msg.read_ct)
+            parsed, rows, outcome = await prepared
             counts = await asyncio.shield(self._write(msg, parsed, rows, outcome))
         except PoisonMessage as exc:
             await self._dead_letter(msg, f"poison message: {exc}")

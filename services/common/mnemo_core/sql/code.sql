@@ -153,10 +153,17 @@ UNION
 SELECT module FROM code_files WHERE repository = $1 AND module = ANY($2::text[]);
 
 -- unique_bare_names --
--- For bare names $2 (NULL = all), the repository $1 symbol each names, when only one does.
+-- For bare names $2, the repository $1 symbol each names, when only one does. (Not merged with
+-- all_unique_bare_names: a prepared "$2 IS NULL OR ..." plan scans the whole repository.)
 SELECT name, min(qualified_name) AS qualified_name FROM code_chunks
-WHERE repository = $1 AND ($2::text[] IS NULL OR name = ANY($2::text[]))
+WHERE repository = $1 AND name = ANY($2::text[])
   AND kind NOT IN ('module', 'section', 'window')
+GROUP BY name HAVING count(DISTINCT qualified_name) = 1;
+
+-- all_unique_bare_names --
+-- Every name of repository $1 that exactly one symbol has, with that symbol.
+SELECT name, min(qualified_name) AS qualified_name FROM code_chunks
+WHERE repository = $1 AND kind NOT IN ('module', 'section', 'window')
 GROUP BY name HAVING count(DISTINCT qualified_name) = 1;
 
 -- all_symbols --
