@@ -340,9 +340,8 @@ def test_cancel_stops_remaining_items(stack_factory: Any, fault_report: list) ->
 
 
 def test_retry_requeues_only_failed_items(stack_factory: Any, fault_report: list) -> None:
-    s: Stack = stack_factory(
-        MNEMO_EMBEDDING_MODEL="hash-384", MNEMO_MAX_ATTEMPTS="2", MNEMO_MESSAGE_BATCH="1"
-    )
+    # Default message size: the 20 items travel in one message, the 3 bad ones among them.
+    s: Stack = stack_factory(MNEMO_EMBEDDING_MODEL="hash-384", MNEMO_MAX_ATTEMPTS="2")
     s.start_api()
     texts = [f"fine {i}" for i in range(17)] + [f"poison {i} {POISON_MARKER}" for i in range(3)]
     r = httpx.post(
@@ -354,7 +353,8 @@ def test_retry_requeues_only_failed_items(stack_factory: Any, fault_report: list
     assert job["status"] == "failed"
     assert job["progress"] == {"total": 20, "done": 17, "failed": 3}
     assert len(job["failures"]) == 3 and all("poison" in f["error"] for f in job["failures"])
-    assert s.one("SELECT count(*) FROM pgmq.q_embed_dlq") == 3
+    # One dead letter: the message, with only its 3 bad items failed.
+    assert s.one("SELECT count(*) FROM pgmq.q_embed_dlq") == 1
     done_before = {
         r["id"]: r["embedding"]
         for r in s.sql("SELECT id, embedding::text FROM events WHERE embedding_status = 'done'")

@@ -48,7 +48,6 @@ def test_poison_messages_dead_letter_and_replay(stack_factory: Any, fault_report
     s: Stack = stack_factory(
         MNEMO_EMBEDDING_MODEL="hash-384",
         MNEMO_MAX_ATTEMPTS="2",
-        MNEMO_MESSAGE_BATCH="1",
         MNEMO_PARSE_TIMEOUT_S="0.3",
         MNEMO_MAX_FILE_BYTES=str(4 * 1024 * 1024),
         MNEMO_VISIBILITY_TIMEOUT_S="5",

@@ -181,11 +181,12 @@ async def test_retry_requeues_only_failed_items(pool: asyncpg.Pool) -> None:
     )
     async with pool.acquire() as conn:
         await conn.execute("UPDATE pgmq.q_embed SET read_ct = 2")
-    # message_batch=8 put both items in one message: the batch fails, the single message
-    # is the culprit and is dead-lettered on its third delivery.
+    # message_batch=8 put both items in one message: its third delivery is the last, the
+    # good item is written, the broken one fails and the message is dead-lettered.
     await drain(pool)
     j = await job(pool, done.job_id)
     assert j["status"] == "failed"
+    assert j["progress"] == {"total": 2, "done": 1, "failed": 1}
     async with pool.acquire() as conn:
         await conn.execute(
             "UPDATE events SET content = $1 WHERE content->>'text' LIKE 'broken%'",
@@ -193,11 +194,43 @@ async def test_retry_requeues_only_failed_items(pool: asyncpg.Pool) -> None:
         )
         async with conn.transaction():
             again = await jobs.retry(conn, done.job_id, message_batch=8)  # type: ignore[arg-type]
-    assert again["requeued"] == 2  # both items of the dead-lettered message failed
+    assert again["requeued"] == 1  # only the item that failed
     await drain(pool)
     j = await job(pool, done.job_id)
     assert j["status"] == "succeeded"
     assert j["progress"] == {"total": 2, "done": 2, "failed": 0}
+
+
+async def test_one_bad_item_in_a_message_fails_alone(pool: asyncpg.Pool) -> None:
+    """A message of eight items, one of which makes the model raise: the seven are written
+    on the first delivery; the bad one is retried with the message, then fails alone with
+    its own error, and the dead letter says how many of the message's items failed."""
+    texts = [f"neighbour {i}" for i in range(7)]
+    texts.insert(3, f"the bad one {POISON_MARKER}")
+    done = await ingest(pool, texts)  # message_batch=8: one message
+    await drain(pool)
+    j = await job(pool, done.job_id)
+    assert j["status"] == "running" and j["progress"] == {"total": 8, "done": 7, "failed": 0}
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM pgmq.q_embed") == 1  # back, later
+    for _ in range(2):
+        async with pool.acquire() as conn:  # skip the backoff: make it visible now
+            await conn.execute("UPDATE pgmq.q_embed SET vt = now()")
+        await drain(pool)
+    j = await job(pool, done.job_id)
+    assert j["status"] == "failed" and j["attempts"] == 3
+    assert j["progress"] == {"total": 8, "done": 7, "failed": 1}
+    assert [f["item_id"] for f in j["failures"]] == [str(done.event_ids[3])]
+    assert "poison marker" in j["failures"][0]["error"]
+    async with pool.acquire() as conn:
+        statuses = await conn.fetch(
+            "SELECT id, embedding_status FROM events WHERE id = ANY($1::uuid[])", done.event_ids
+        )
+        dead = await conn.fetch("SELECT message FROM pgmq.q_embed_dlq")
+        assert await conn.fetchval("SELECT count(*) FROM pgmq.q_embed") == 0
+    by_id = {r["id"]: r["embedding_status"] for r in statuses}
+    assert [by_id[i] for i in done.event_ids] == ["done"] * 3 + ["failed"] + ["done"] * 4
+    assert len(dead) == 1 and "(1 of 8 items)" in dead[0]["message"]["error"]
 
 
 async def test_retry_of_succeeded_job_conflicts(pool: asyncpg.Pool) -> None:

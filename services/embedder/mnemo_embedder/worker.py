@@ -50,6 +50,7 @@ class Work:
     skip: list[str] = field(default_factory=list)  # pending items without text
     cancel: list[str] = field(default_factory=list)  # pending items of cancelled jobs
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # item id -> why the model refused it
     dead: str | None = None  # dead-letter reason
     retry_s: int | None = None
 
@@ -254,24 +255,37 @@ class EmbedWorker(QueueWorker):
         try:
             vecs = await self._encode(texts)
         except Exception as exc:
-            if len(todo) == 1:
-                self._fail(todo[0], exc)
-                return
-            # Find the message whose text breaks the model; the others go through.
+            # Find the items whose text breaks the model; the others go through.
             log.warning("batch_encode_failed", error=str(exc), messages=len(todo))
             for w in todo:
-                try:
-                    w.vectors = dict(
-                        zip(w.texts, await self._encode(list(w.texts.values())), strict=True)
-                    )
-                except Exception as one:
-                    self._fail(w, one)
+                await self._embed_isolating(w)
             return
         pos = 0
         for w in todo:
             n = len(w.texts)
             w.vectors = dict(zip(w.texts, vecs[pos : pos + n], strict=True))
             pos += n
+
+    async def _embed_isolating(self, w: Work) -> None:
+        """Encode one message's texts after its group failed: the whole message first, then
+        item by item, so one bad item fails alone and its neighbours are written now."""
+        if len(w.texts) > 1:
+            try:
+                vecs = await self._encode(list(w.texts.values()))
+            except Exception:  # noqa: S110 - isolated below, item by item
+                pass
+            else:
+                w.vectors = dict(zip(w.texts, vecs, strict=True))
+                return
+        first: BaseException | None = None
+        for item_id, text in w.texts.items():
+            try:
+                w.vectors[item_id] = (await self._encode([text]))[0]
+            except Exception as exc:
+                w.failed[item_id] = f"{type(exc).__name__}: {exc}"[:1000]
+                first = first or exc
+        if first is not None:
+            self._fail(w, first)
 
     def _fail(self, w: Work, exc: BaseException) -> None:
         decision = decide(exc, w.msg.read_ct, self.settings.max_attempts)
@@ -284,6 +298,7 @@ class EmbedWorker(QueueWorker):
             msg_id=w.msg.msg_id,
             job_id=_job_of(w),
             read_ct=w.msg.read_ct,
+            items_failed=len(w.failed),
             error=str(exc),
         )
 
@@ -299,40 +314,56 @@ class EmbedWorker(QueueWorker):
         return out
 
     async def _write(self, work: list[Work]) -> int:
-        """Results, job progress and acknowledgements in one transaction."""
+        """Results, job progress and acknowledgements in one transaction. A message whose
+        items the model refused writes the rest, then goes back (to retry those items) or,
+        out of attempts, to the dead-letter queue with only those items failed."""
         written = 0
         async with self.pool.acquire() as conn, conn.transaction():
             for w in work:
+                if w.dead is not None and not w.failed:  # the message as a whole
+                    ids = list(w.parsed.ids) if w.parsed is not None else []
+                    await self._dead_letter(conn, w, dict.fromkeys(ids, w.dead))
+                    continue
+                written += await self._store(conn, w)
                 if w.retry_s is not None:
                     await queue.release(conn, queue.EMBED, [w.msg.msg_id], w.retry_s)
-                    continue
-                if w.dead is not None:
-                    await self._dead_letter(conn, w)
-                    continue
-                store = self.stores[w.parsed.kind]  # type: ignore[union-attr]
-                attempts = w.msg.read_ct
-                if w.vectors:
-                    ids = list(w.vectors)
-                    moved = await store.store(
-                        conn, ids, [w.vectors[i] for i in ids], self.model.name
-                    )
-                    written += len(moved.rows)
-                    self.count(processed=len(moved.rows))
-                    await _count(conn, moved, done=True, attempts=attempts)
-                if w.skip:
-                    await _count(
-                        conn,
-                        await store.settle(conn, w.skip, "skipped", None),
-                        done=True,
-                        attempts=attempts,
-                    )
-                if w.cancel:
-                    await store.settle(conn, w.cancel, "cancelled", "job cancelled")
-                await queue.delete(conn, queue.EMBED, [w.msg.msg_id])
+                elif w.dead is not None:
+                    reasons = {i: f"{w.dead}; this item: {e}" for i, e in w.failed.items()}
+                    await self._dead_letter(conn, w, reasons)
+                else:
+                    await queue.delete(conn, queue.EMBED, [w.msg.msg_id])
         return written
 
-    async def _dead_letter(self, conn: asyncpg.Connection, w: Work) -> None:
+    async def _store(self, conn: asyncpg.Connection, w: Work) -> int:
+        """Write a message's vectors and settle its skipped and cancelled items."""
+        store = self.stores[w.parsed.kind]  # type: ignore[union-attr]
+        attempts = w.msg.read_ct
+        written = 0
+        if w.vectors:
+            ids = list(w.vectors)
+            moved = await store.store(conn, ids, [w.vectors[i] for i in ids], self.model.name)
+            written = len(moved.rows)
+            self.count(processed=written)
+            await _count(conn, moved, done=True, attempts=attempts)
+        if w.skip:
+            await _count(
+                conn,
+                await store.settle(conn, w.skip, "skipped", None),
+                done=True,
+                attempts=attempts,
+            )
+        if w.cancel:
+            await store.settle(conn, w.cancel, "cancelled", "job cancelled")
+        return written
+
+    async def _dead_letter(
+        self, conn: asyncpg.Connection, w: Work, reasons: dict[str, str]
+    ) -> None:
+        """To ``embed_dlq`` with its error; the items in ``reasons`` (still pending) fail on
+        their jobs with theirs."""
         reason = w.dead or "unknown"
+        if w.failed:
+            reason = f"{reason} ({len(w.failed)} of {len(w.parsed.ids)} items)"  # type: ignore[union-attr]
         await queue.dead_letter(conn, queue.EMBED, w.msg, reason)
         log.warning(
             "dead_lettered",
@@ -341,16 +372,20 @@ class EmbedWorker(QueueWorker):
             read_ct=w.msg.read_ct,
             reason=reason,
         )
-        if w.parsed is None:
-            return
-        store = self.stores.get(w.parsed.kind)
+        store = self.stores.get(w.parsed.kind) if w.parsed is not None else None
         if store is None:
             return
-        moved = await store.settle(conn, list(w.parsed.ids), "failed", reason[:1000])
-        self.count(failed=len(moved.rows))
-        for job_id, ids in moved.per_job().items():
-            await jobs.record_failures(conn, job_id, store.kind, ids, reason, w.msg.read_ct)
-            await jobs.progress(conn, job_id, failed=len(ids), error=reason, attempts=w.msg.read_ct)
+        by_reason: dict[str, list[str]] = {}
+        for item_id, why in reasons.items():
+            by_reason.setdefault(why[:1000], []).append(item_id)
+        for why, ids in by_reason.items():
+            moved = await store.settle(conn, ids, "failed", why)
+            self.count(failed=len(moved.rows))
+            for job_id, job_ids in moved.per_job().items():
+                await jobs.record_failures(conn, job_id, store.kind, job_ids, why, w.msg.read_ct)
+                await jobs.progress(
+                    conn, job_id, failed=len(job_ids), error=why, attempts=w.msg.read_ct
+                )
 
 
 def _job_of(w: Work) -> str | None:
