@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from pathlib import Path
 
 import asyncpg
@@ -86,4 +88,32 @@ def test_api_and_embedder_survive_a_database_restart(tmp_path: Path) -> None:
     finally:
         api.stop()
         embedder.stop()
+        pg.stop()
+
+
+def test_api_waits_for_a_database_that_is_not_up_yet(tmp_path: Path) -> None:
+    """Started before PostgreSQL, the API waits (with backoff) and serves once it is up; a
+    SIGTERM while it waits stops it at once, not after the wait."""
+    # The "postgres" database exists as soon as the server accepts connections.
+    pg = LocalPostgres(tmp_path / "db", port=free_port(), database="postgres", durable=False)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = service_env(MNEMO_DATABASE_URL=pg.dsn(), MNEMO_API_PORT=str(port))
+
+    early = Proc("api-early", ["mnemo-api"], env, tmp_path).start()
+    wait_for_sync(lambda: "waiting_for_database" in early.log(), what="the API to wait")
+    early.signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert early.wait(10) == 0
+    assert time.monotonic() - started < 5
+    assert "stopped_before_start" in early.log()
+
+    api = Proc("api", ["mnemo-api"], env, tmp_path).start()
+    try:
+        wait_for_sync(lambda: "waiting_for_database" in api.log(), what="the API to wait")
+        pg.start()
+        wait_ready(url, api)
+        assert httpx.get(f"{url}/v1/queues", timeout=5).status_code == 200
+    finally:
+        api.stop()
         pg.stop()

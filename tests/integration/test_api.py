@@ -141,6 +141,34 @@ async def test_body_limit(dsn: str) -> None:
         assert r.status_code == 413 and "1000 bytes" in r.json()["detail"]
 
 
+async def test_streamed_body_over_the_limit_is_413(dsn: str) -> None:
+    """No Content-Length (chunked): the limit is enforced while the body streams in."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"content": {"text": "'
+        for _ in range(10):
+            yield b"x" * 200
+        yield b'"}}'
+
+    async for api in client_for(make_settings(dsn, max_body_bytes=1000)):
+        r = await api.post(
+            "/v1/events", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 413, r.text
+        assert "1000 bytes" in r.json()["detail"]
+        assert "MNEMO_MAX_BODY_BYTES" in r.json()["detail"]
+
+
+async def test_body_that_is_not_utf8_is_named(api: httpx.AsyncClient) -> None:
+    r = await api.post(
+        "/v1/events",
+        content=b'{"content": {"text": "caf\xe9"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("body: is not valid UTF-8")
+
+
 async def test_api_keys(dsn: str) -> None:
     async for api in client_for(make_settings(dsn, api_keys="k1, k2")):
         assert (await api.get("/health")).status_code == 200

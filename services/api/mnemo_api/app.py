@@ -27,7 +27,8 @@ Writes answer `202` with a job id: the work is queued on PGMQ and done by worker
 Poll `GET /v1/jobs/{id}`. With API keys configured, send `X-API-Key`."""
 
 
-async def _migrate_with_retry(settings: Settings, attempts: int = 30) -> None:
+async def migrate_when_ready(settings: Settings, attempts: int = 30) -> None:
+    """Wait for the database (with backoff, about two minutes in all), then migrate."""
     delay = 0.5
     for attempt in range(1, attempts + 1):
         try:
@@ -50,7 +51,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
-            await _migrate_with_retry(settings)
+            await migrate_when_ready(settings)
         pool = await db.create_pool(
             settings.dsn(),
             application_name="mnemo-api",

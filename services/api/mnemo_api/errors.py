@@ -58,6 +58,10 @@ async def _model_invalid(_req: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        # The framework's generic "error parsing the body": say what was wrong with it.
+        return problem(422, f"body: is not valid UTF-8 (invalid byte at offset {cause.start})")
     resp = problem(exc.status_code, str(exc.detail))
     for k, v in (exc.headers or {}).items():
         resp.headers[k] = v

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
+import signal
 import sys
 
 import uvicorn
 
-from mnemo_api.app import create_app
+from mnemo_api.app import create_app, migrate_when_ready
 from mnemo_core import logging as mlog
+from mnemo_core.errors import DatabaseUnavailable
 from mnemo_core.settings import Settings
 
 log = mlog.get(__name__)
@@ -34,6 +37,29 @@ def insecure_bind_error(settings: Settings) -> str | None:
     )
 
 
+def migrate_or_stop(settings: Settings) -> bool:
+    """Wait for the database and migrate before serving. SIGTERM or Ctrl-C while waiting
+    stops at once (False): uvicorn's own handlers would wait for its startup to finish."""
+
+    async def run() -> bool:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await migrate_when_ready(settings)
+            return True
+        except asyncio.CancelledError:
+            log.info("stopped_before_start")
+            return False
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="mnemo-api", description=__doc__)
     p.add_argument("--host", help="listen address (MNEMO_API_HOST, default 127.0.0.1)")
@@ -47,8 +73,15 @@ def main(argv: list[str] | None = None) -> None:
         log.error("insecure_bind_refused", host=settings.api_host)
         print(f"mnemo-api: {problem}", file=sys.stderr)
         sys.exit(2)
+    try:
+        if not migrate_or_stop(settings):
+            return
+    except DatabaseUnavailable as exc:
+        log.error("database_unavailable_at_start", error=str(exc))
+        print(f"mnemo-api: the database is unavailable: {exc}", file=sys.stderr)
+        sys.exit(1)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, run_migrations=False),
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,

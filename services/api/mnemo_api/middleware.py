@@ -10,6 +10,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -35,8 +37,13 @@ async def _reply(
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit. An HTTPException, so
+    the framework's body parsing re-raises it (as a 413) instead of calling it a parse
+    error."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
 
 
 def _declared_length(scope: Scope) -> int:
@@ -76,7 +83,7 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise _TooLarge
+                    raise _TooLarge(detail)
             return msg
 
         async def tracking_send(msg: Message) -> None:
