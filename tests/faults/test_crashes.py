@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import statistics
@@ -251,8 +252,6 @@ def test_duplicate_delivery_leaves_one_result(stack_factory: Any, fault_report: 
 
 
 def _msg_ids(p: Proc) -> set[int]:
-    import json
-
     ids: set[int] = set()
     for line in p.log().splitlines():
         if '"batch_embedded"' in line:
@@ -283,6 +282,8 @@ def test_backlog_drains_with_two_embedders(stack_factory: Any, fault_report: lis
     drain_s = clock()
     jobs = s.wait_jobs(job_ids)
     assert {j["status"] for j in jobs} == {"succeeded"}
+    assert event_state(s) == {"done": n, "vectors": n}
+    assert sum(j["progress"]["done"] for j in jobs) == n
     assert s.one("SELECT count(*) FROM pgmq.q_embed") == 0
     assert s.one("SELECT count(*) FROM pgmq.q_embed_dlq") == 0
     p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) >= 20 else max(latencies)
@@ -400,19 +401,35 @@ def test_sigterm_finishes_the_batch_in_hand(stack_factory: Any, fault_report: li
     job_ids = s.post_batches(n, "graceful", per_batch=1000)
     first = s.start("mnemo-embedder")
     done_sql = "SELECT count(*) FROM events WHERE embedding_status = 'done'"
-    wait_for_sync(
-        lambda: 0 < s.one(done_sql) < n - 300,
-        timeout=180,
-        interval=0.05,
-        what="the ingest to be under way",
-    )
-    in_flight = s.one(IN_FLIGHT_SQL.format(q="embed"))
+    held_sql = "SELECT msg_id, message->'ids' AS ids FROM pgmq.q_embed WHERE vt > now()"
+
+    def under_way() -> list[Any] | None:
+        if not 0 < s.one(done_sql) < n - 300:
+            return None
+        return s.sql(held_sql) or None  # the messages the worker holds right now
+
+    held = wait_for_sync(under_way, timeout=180, interval=0.05, what="the ingest under way")
+    held_items = [i for r in held for i in json.loads(r["ids"])]
+    in_flight = len(held_items)
+    at_signal = s.one(done_sql)
     clock = timer()
     first.signal(signal.SIGTERM)
     assert first.wait(30) == 0
     stop_s = clock()
     assert stop_s < 20 + 5
     after_stop = s.one(done_sql)
+    # The batch in hand was finished, not dropped: every message the worker held when the
+    # signal came is acknowledged, and every item in it is embedded.
+    assert after_stop > at_signal
+    held_ids = [r["msg_id"] for r in held]
+    assert s.one("SELECT count(*) FROM pgmq.q_embed WHERE msg_id = ANY($1)", held_ids) == 0
+    assert (
+        s.one(
+            "SELECT count(*) FROM events WHERE id = ANY($1::uuid[]) AND embedding_status = 'done'",
+            held_items,
+        )
+        == in_flight
+    )
     # Nothing it held stays invisible: a long visibility timeout would otherwise delay it.
     assert s.one("SELECT count(*) FROM pgmq.q_embed WHERE vt > now()") == 0
     second = s.start("mnemo-embedder")
