@@ -30,6 +30,16 @@ def size(short: int, soak: int) -> int:
 _REPORT: list[dict[str, Any]] = []
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long versions outgrow the global per-test timeout (300 s); a soak test gets 30
+    minutes, still bounded."""
+    if SOAK:
+        here = Path(__file__).parent
+        for item in items:
+            if here in item.path.parents:
+                item.add_marker(pytest.mark.timeout(1800))
+
+
 @pytest.fixture(scope="session")
 def fault_report(artifacts: Path) -> Iterator[list[dict[str, Any]]]:
     yield _REPORT

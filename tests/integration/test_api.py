@@ -13,6 +13,7 @@ from mnemo_api.app import create_app
 from mnemo_core.settings import Settings
 from mnemo_embedder.model import HashModel
 from mnemo_embedder.worker import EmbedWorker
+from tests.helpers import wait_for
 
 MODEL = "hash-384"
 
@@ -252,10 +253,11 @@ async def test_text_search_through_the_embedder(dsn: str) -> None:
                 },
             )
             job_id = r.json()["job_id"]
-            for _ in range(100):
-                if (await api.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded":
-                    break
-                await asyncio.sleep(0.1)
+
+            async def succeeded(c: httpx.AsyncClient = api, job: str = job_id) -> bool:
+                return (await c.get(f"/v1/jobs/{job}")).json()["status"] == "succeeded"
+
+            await wait_for(succeeded, timeout=20, what="the batch to be embedded")
             r = await api.get("/v1/search", params={"q": "revenue grew this quarter", "limit": 3})
             assert r.status_code == 200, r.text
             assert r.json()["results"][0]["content"]["text"] == "quarterly revenue grew"
