@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from mnemo_embedder.model import POISON_MARKER
@@ -448,5 +449,72 @@ def test_sigterm_finishes_the_batch_in_hand(stack_factory: Any, fault_report: li
             "duplicates": len(twice),
             "recovery_s": stop_s,
             "done_by_stopping_worker": after_stop,
+        }
+    )
+
+
+def _parser_processes(indexer: Proc) -> list[psutil.Process]:
+    """The indexer's parser processes: forked by pebble's forkserver (the indexer's child),
+    so they are its grandchildren."""
+    out = []
+    for child in psutil.Process(indexer.pid).children():
+        out += child.children()
+    return out
+
+
+def test_parser_process_killed_mid_file(stack_factory: Any, fault_report: list) -> None:
+    """SIGKILL the parser process while it parses a slow file: the indexer survives, the
+    message comes back after its backoff, the file is parsed on the next delivery, and the
+    job succeeds with every file indexed once."""
+    s: Stack = stack_factory(
+        MNEMO_EMBEDDING_MODEL="hash-384",
+        MNEMO_MAX_FILE_BYTES=str(8 * 1024 * 1024),
+        MNEMO_PARSE_PROCESSES="1",
+    )
+    s.start_api()
+    s.start("mnemo-embedder")
+    indexer = s.start("mnemo-indexer")
+    slow = "x = [" + "1, " * 900_000 + "]\n"  # a few seconds of parsing, one chunk
+    files = [{"path": "slow.py", "content": slow}] + [
+        {"path": f"m{i}.py", "content": f"def f{i}():\n    return {i}\n"} for i in range(10)
+    ]
+    r = httpx.post(f"{s.url}/v1/code/index", json={"repository": "r", "files": files}, timeout=60)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+
+    def busy_parser() -> psutil.Process | None:
+        for p in _parser_processes(indexer):
+            try:
+                if p.cpu_times().user > 0.5:
+                    return p
+            except psutil.NoSuchProcess:
+                pass
+        return None
+
+    parser = wait_for_sync(
+        busy_parser, timeout=60, interval=0.05, what="the parser busy with the slow file"
+    )
+    clock = timer()
+    parser.kill()
+    [job] = s.wait_jobs([job_id], timeout=180)
+    assert job["status"] == "succeeded", job
+    assert job["result"]["files_failed"] == []
+    assert job["attempts"] >= 2  # the message was delivered again after the crash
+    assert indexer.proc is not None and indexer.proc.poll() is None  # the indexer lived on
+    assert s.one("SELECT count(*) FROM code_files WHERE status = 'indexed'") == 11
+    assert s.one("SELECT count(*) FROM code_chunks") == s.one(
+        "SELECT count(DISTINCT (file_id, qualified_name)) FROM code_chunks"
+    )
+    assert s.one("SELECT count(*) FROM pgmq.q_index") == 0
+    assert s.one("SELECT count(*) FROM pgmq.q_index_dlq") == 0
+    fault_report.append(
+        {
+            "fault": "parser process SIGKILL mid-file",
+            "injected": 1,
+            "items": 11,
+            "in_flight": 11,
+            "lost": 11 - s.one("SELECT count(*) FROM code_files WHERE status = 'indexed'"),
+            "duplicates": 0,
+            "recovery_s": clock(),
         }
     )
