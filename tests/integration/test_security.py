@@ -132,3 +132,47 @@ async def test_filter_shape_and_search_text(api: httpx.AsyncClient) -> None:
         headers={"content-type": "application/json"},
     )
     assert r.status_code == 422
+
+
+VEC_TAIL = ", 0.1" * 383
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kw", "field"),
+    [
+        ("get", "/v1/jobs", {"params": {"kind": "a\x00b"}}, "query.kind"),
+        ("get", "/v1/code/graph/r/symbols/a%00b", {}, "path.qualified_name"),
+        ("get", "/v1/code/graph/a%00b/symbols/x", {}, "path.repository"),
+        ("get", "/v1/code/graph/r/path", {"params": {"from": "a\x00", "to": "b"}}, "query.from"),
+        ("delete", "/v1/code/repositories/a%00b", {}, "path.name"),
+        ("delete", "/v1/code/repositories/-rf", {}, "path.name"),
+        (
+            "post",
+            "/v1/search",
+            {"content": '{"vector": [1e999' + VEC_TAIL + "]}", "headers": JSON},
+            "body.vector",
+        ),
+        (
+            "post",
+            "/v1/events",
+            {"content": '{"content": {"text": "x", "n": -1e999}}', "headers": JSON},
+            "body.content",
+        ),
+        (
+            "get",
+            "/v1/search",
+            {"params": {"q": "x", "filter_metadata": '{"a": 1e999}'}},
+            "query.filter_metadata",
+        ),
+    ],
+)
+async def test_bad_values_are_named_before_the_database_sees_them(
+    api: httpx.AsyncClient, method: str, path: str, kw: dict, field: str
+) -> None:
+    """NUL characters, unsafe names and infinite numbers in parameters are refused by
+    validation, naming the parameter, never by a PostgreSQL error message."""
+    r = await getattr(api, method)(path, **kw)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(field + ":"), r.json()
+    assert "invalid value" not in r.json()["detail"]

@@ -36,6 +36,9 @@ def check_json(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
             stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(v))
         elif isinstance(v, str):
             _check_text(v, where)
+        elif isinstance(v, float) and not math.isfinite(v):
+            # 1e999 parses as infinity; JSON (and jsonb) has no such number.
+            raise ValueError(f"not a finite number at {where or 'the top'}")
     return value
 
 
@@ -158,6 +161,13 @@ class SearchIn(BaseModel):
             if not isinstance(v, dict):
                 raise ValueError("filter_metadata must be a JSON object")
             check_json(v, max_depth=MAX_FILTER_DEPTH)
+        return v
+
+    @field_validator("vector")
+    @classmethod
+    def _finite(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(math.isfinite(x) for x in v):
+            raise ValueError("vector values must be finite numbers")
         return v
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
@@ -21,6 +21,8 @@ router = APIRouter(prefix="/v1/code", tags=["code"])
 
 REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Repo = Annotated[str, Field(pattern=REPO_PATTERN, description="repository name")]
+RepoInPath = Annotated[str, Path(pattern=REPO_PATTERN, description="repository name")]
+SymbolInPath = Annotated[SafeStr, Path(max_length=1024, description="qualified name")]
 
 
 class FileIn(BaseModel):
@@ -274,8 +276,8 @@ async def search_post(body: SearchIn, st: AppState = Depends(state)) -> dict[str
 
 @router.get("/graph/{repository}/symbols/{qualified_name:path}")
 async def symbol(
-    repository: str,
-    qualified_name: str,
+    repository: RepoInPath,
+    qualified_name: SymbolInPath,
     st: AppState = Depends(state),
 ) -> dict[str, Any]:
     """A symbol with its callers and callees (qualified name, path, line)."""
@@ -299,9 +301,9 @@ async def traverse(body: TraverseIn, st: AppState = Depends(state)) -> dict[str,
 
 @router.get("/graph/{repository}/path")
 async def call_path(
-    repository: str,
-    source: Annotated[str, Query(alias="from", min_length=1, max_length=1024)],
-    target: Annotated[str, Query(alias="to", min_length=1, max_length=1024)],
+    repository: RepoInPath,
+    source: Annotated[SafeStr, Query(alias="from", min_length=1, max_length=1024)],
+    target: Annotated[SafeStr, Query(alias="to", min_length=1, max_length=1024)],
     st: AppState = Depends(state),
     max_depth: Annotated[int, Query(ge=1, le=graphs.MAX_DEPTH)] = graphs.MAX_DEPTH,
 ) -> dict[str, Any]:
@@ -326,7 +328,7 @@ async def repositories(st: AppState = Depends(state)) -> dict[str, Any]:
 
 
 @router.delete("/repositories/{name}", status_code=204)
-async def delete_repository(name: str, st: AppState = Depends(state)) -> Response:
+async def delete_repository(name: RepoInPath, st: AppState = Depends(state)) -> Response:
     """Remove a repository and everything of it."""
     async with transaction(st.pool) as conn:
         await code.delete_repository(conn, name)

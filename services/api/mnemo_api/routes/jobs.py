@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, jobs
 from mnemo_core.db import transaction
@@ -44,7 +45,7 @@ async def get_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str,
 async def list_jobs(
     st: AppState = Depends(state),
     status: Status | None = None,
-    kind: str | None = Query(default=None, max_length=64),
+    kind: Annotated[SafeStr | None, Query(max_length=64)] = None,
     limit: int = Query(default=20, ge=1, le=200),
     cursor: str | None = Query(default=None, max_length=200),
 ) -> dict[str, Any]:
