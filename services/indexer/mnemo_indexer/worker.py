@@ -5,6 +5,7 @@ messages, and acknowledge, in one transaction per message."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from mnemo_core.retry import DeadLetter, backoff_s, decide, exhausted
 from mnemo_core.settings import Settings
 from mnemo_core.worker_base import QueueWorker
 from mnemo_indexer.pool import FileFailed, FileRows, ParsePool
-from mnemo_indexer.records import SEP
+from mnemo_indexer.records import SEP, EdgeRow
 
 log = mlog.get(__name__)
 
@@ -34,6 +35,14 @@ class Outcome:
     retry: dict[int, str] = field(default_factory=dict)  # transient: parse again later
     cancelled: list[int] = field(default_factory=list)
     gave_up: str | None = None  # a transient failure on the last attempt: dead-letter
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The files whose new parse was written, and their chunks that need embedding."""
+
+    claimed: list[int]
+    ids: list[str]
 
 
 # A message made ready to write: what it asks, its files' current rows, what parsing gave.
@@ -198,31 +207,20 @@ class IndexWorker(QueueWorker):
                             f"{r['path']}: {reason}",
                             msg.read_ct,
                         )
-            pending_chunks: list[str] = []
-            for file_id, fr in out.parsed.items():
-                r = by_id[file_id]
-                if not await conn.fetchval(
-                    Q["claim_file"],
-                    file_id,
-                    r["content_hash"],
-                    m.job_id,
-                    list(fr.parsed.imports),
-                    fr.parsed.language,
-                ):
-                    continue
-                new = await self._replace_file(conn, r, fr, m.job_id)
-                pending_chunks += new
+            pending_chunks = await self._replace_files(conn, by_id, out.parsed, m.job_id)
+            for file_id in pending_chunks.claimed:
+                fr = out.parsed[file_id]
                 counts["files"] += 1
                 counts["chunks"] += len(fr.chunks)
-                counts["queued"] += len(new)
                 counts["symbols"] += sum(1 for c in fr.chunks if c.is_symbol)
                 counts["edges"] += len(fr.edges)
+            counts["queued"] = len(pending_chunks.ids)
             await queue.send_many(
                 conn,
                 queue.EMBED,
                 [
                     EmbedMessage(m.job_id, "chunk", tuple(b)).to_json()
-                    for b in chunked(pending_chunks, self.settings.message_batch)
+                    for b in chunked(pending_chunks.ids, self.settings.message_batch)
                 ],
             )
             if m.job_id is not None:
@@ -247,29 +245,52 @@ class IndexWorker(QueueWorker):
         self.count(processed=counts["files"], failed=counts["failed"])
         return counts
 
-    async def _replace_file(
-        self, conn: asyncpg.Connection, r: asyncpg.Record, fr: FileRows, job_id: uuid.UUID | None
-    ) -> list[str]:
-        """Swap a file's chunks and edges for its new parse; chunks whose embedded text did
-        not change keep their vectors. Returns the ids of chunks that need embedding."""
-        file_id = r["id"]
+    async def _replace_files(
+        self,
+        conn: asyncpg.Connection,
+        by_id: dict[int, asyncpg.Record],
+        parsed: dict[int, FileRows],
+        job_id: uuid.UUID | None,
+    ) -> Replaced:
+        """Swap the message's files' chunks and edges for their new parse, a handful of
+        statements for all of them (per file, eight round trips each were most of the
+        indexer's time: bench/README.md). Only files still pending for this job with the
+        content that was parsed are claimed; chunks whose embedded text did not change keep
+        their vectors. Returns the claimed files and the chunk ids that need embedding."""
+        ids = list(parsed)
+        if not ids:
+            return Replaced([], [])
+        claimed = [
+            r["id"]
+            for r in await conn.fetch(
+                Q["claim_files"],
+                ids,
+                [by_id[i]["content_hash"] for i in ids],
+                job_id,
+                [SEP.join(parsed[i].parsed.imports) for i in ids],
+                [parsed[i].parsed.language for i in ids],
+            )
+        ]
+        if not claimed:
+            return Replaced([], [])
         model = self.settings.embedding_model
         reuse = {
             o["embed_hash"]: o["embedding"]
-            for o in await conn.fetch(Q["old_chunk_vectors"], file_id)
+            for o in await conn.fetch(Q["old_chunk_vectors"], claimed)
             if o["embedding_model"] == model
         }
-        for p in await conn.fetch(Q["pending_chunks_of_files"], [file_id]):
+        for p in await conn.fetch(Q["pending_chunks_of_files"], claimed):
             await jobs.progress(conn, p["job_id"], total=-p["n"])  # old chunks leave old jobs
-        await conn.execute(Q["clear_file_rows"], file_id)
-        cs = [c.chunk for c in fr.chunks]
-        vecs = [reuse.get(c.embed_hash) for c in fr.chunks]
+        await conn.execute(Q["clear_file_rows"], claimed)
+        rows = [(i, c) for i in claimed for c in parsed[i].chunks]
+        cs = [c.chunk for _, c in rows]
+        vecs = [reuse.get(c.embed_hash) for _, c in rows]
         inserted = await conn.fetch(
             Q["insert_chunks"],
-            file_id,
-            r["repository"],
-            r["path"],
-            fr.parsed.language,
+            [i for i, _ in rows],
+            [by_id[i]["repository"] for i, _ in rows],
+            [by_id[i]["path"] for i, _ in rows],
+            [parsed[i].parsed.language for i, _ in rows],
             job_id,
             [c.kind for c in cs],
             [c.name for c in cs],
@@ -283,32 +304,41 @@ class IndexWorker(QueueWorker):
             [SEP.join(c.calls) for c in cs],
             [c.complexity for c in cs],
             [c.content_hash for c in cs],
-            [c.embed_hash for c in fr.chunks],
-            [c.search_text for c in fr.chunks],
+            [c.embed_hash for _, c in rows],
+            [c.search_text for _, c in rows],
             vecs,
             [model if v is not None else None for v in vecs],
             ["done" if v is not None else "pending" for v in vecs],
         )
-        e = fr.edges
-        known, bare_map = await resolve.lookups(
-            conn,
-            r["repository"],
-            (c for x in e for c in x.candidates),
-            (x.bare for x in e if x.bare is not None),
-        )
+        def repo_of(ie: tuple[int, EdgeRow]) -> str:
+            return str(by_id[ie[0]]["repository"])
+
+        edges = sorted(((i, e) for i in claimed for e in parsed[i].edges), key=repo_of)
+        targets: list[str | None] = []
+        for repo, group in itertools.groupby(edges, key=repo_of):
+            mine = [e for _, e in group]
+            known, bare_map = await resolve.lookups(
+                conn,
+                repo,
+                (c for x in mine for c in x.candidates),
+                (x.bare for x in mine if x.bare is not None),
+            )
+            targets += [resolve.pick(x.candidates, x.bare, known, bare_map) for x in mine]
         await conn.execute(
             Q["insert_edges"],
-            file_id,
-            r["repository"],
-            [x.source for x in e],
-            [x.relationship for x in e],
-            [x.external for x in e],
-            [SEP.join(x.candidates) for x in e],
-            [x.bare for x in e],
-            [x.line for x in e],
-            [resolve.pick(x.candidates, x.bare, known, bare_map) for x in e],
+            [i for i, _ in edges],
+            [by_id[i]["repository"] for i, _ in edges],
+            [x.source for _, x in edges],
+            [x.relationship for _, x in edges],
+            [x.external for _, x in edges],
+            [SEP.join(x.candidates) for _, x in edges],
+            [x.bare for _, x in edges],
+            [x.line for _, x in edges],
+            targets,
         )
-        return [str(row["id"]) for row in inserted if row["embedding_status"] == "pending"]
+        return Replaced(
+            claimed, [str(r["id"]) for r in inserted if r["embedding_status"] == "pending"]
+        )
 
     async def _account(
         self,

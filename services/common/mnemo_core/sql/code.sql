@@ -88,13 +88,16 @@ SELECT f.id, f.repository, f.path, f.language, f.content, f.content_hash, f.stat
 FROM code_files f LEFT JOIN jobs j ON j.id = f.job_id
 WHERE f.id = ANY($1::bigint[]);
 
--- claim_file --
--- Mark file $1 indexed with imports $4 and language $5 if it still holds content $2 for
--- job $3; returns it.
-UPDATE code_files
-SET status = 'indexed', imports = $4, language = $5, error = NULL, indexed_at = now()
-WHERE id = $1 AND content_hash = $2 AND job_id IS NOT DISTINCT FROM $3 AND status = 'pending'
-RETURNING id;
+-- claim_files --
+-- Mark files $1 indexed (with imports $4, joined by U+001F, and languages $5) where each
+-- still holds content $2 for job $3; returns those claimed.
+UPDATE code_files f
+SET status = 'indexed', imports = string_to_array(u.imports, E'\x1f'), language = u.language,
+    error = NULL, indexed_at = now()
+FROM unnest($1::bigint[], $2::text[], $4::text[], $5::text[]) AS u(id, hash, imports, language)
+WHERE f.id = u.id AND f.content_hash = u.hash AND f.job_id IS NOT DISTINCT FROM $3
+  AND f.status = 'pending'
+RETURNING f.id;
 
 -- fail_file --
 -- Mark file $1 failed with reason $4 if it still holds content $2 for job $3; returns it.
@@ -108,41 +111,44 @@ UPDATE code_files SET status = 'cancelled'
 WHERE id = ANY($1::bigint[]) AND status = 'pending';
 
 -- old_chunk_vectors --
--- Embeddings of file $1's current chunks by embed hash, to reuse for unchanged chunks.
+-- Embeddings of files $1's current chunks by embed hash, to reuse for unchanged chunks.
 SELECT embed_hash, embedding, embedding_model FROM code_chunks
-WHERE file_id = $1 AND embedding_status = 'done';
+WHERE file_id = ANY($1::bigint[]) AND embedding_status = 'done';
 
 -- clear_file_rows --
--- Drop file $1's chunks and edges before writing its new parse.
-WITH gone AS (DELETE FROM code_edges WHERE file_id = $1)
-DELETE FROM code_chunks WHERE file_id = $1;
+-- Drop files $1's chunks and edges before writing their new parse.
+WITH gone AS (DELETE FROM code_edges WHERE file_id = ANY($1::bigint[]))
+DELETE FROM code_chunks WHERE file_id = ANY($1::bigint[]);
 
 -- insert_chunks --
--- Chunks of file $1 (repository $2, path $3, language $4, job $5) from parallel arrays
--- ($6 kinds .. $21 statuses); returns ids and statuses.
+-- Chunks from parallel arrays, one element a chunk: $1 file ids, $2 repositories, $3 paths,
+-- $4 languages, job $5, then $6 kinds .. $22 statuses; returns ids and statuses.
 INSERT INTO code_chunks (file_id, repository, path, language, job_id, kind, name,
     qualified_name, parent_qualified_name, signature, docstring, start_line, end_line, content,
     calls, complexity, content_hash, embed_hash, search_text, embedding, embedding_model,
     embedding_status)
-SELECT $1, $2, $3, $4, $5, u.kind, u.name, u.qname, u.parent, u.sig, u.doc, u.s, u.e, u.content,
-       string_to_array(u.calls, E'\x1f'), u.cx, u.chash, u.ehash, u.stext, u.emb, u.model,
-       u.status
-FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+SELECT u.file_id, u.repository, u.path, u.language, $5, u.kind, u.name, u.qname, u.parent,
+       u.sig, u.doc, u.s, u.e, u.content, string_to_array(u.calls, E'\x1f'), u.cx, u.chash,
+       u.ehash, u.stext, u.emb, u.model, u.status
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
+            $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
             $12::int[], $13::int[], $14::text[], $15::text[], $16::int[], $17::text[],
             $18::text[], $19::text[], $20::vector[], $21::text[], $22::text[])
-     AS u(kind, name, qname, parent, sig, doc, s, e, content, calls, cx, chash, ehash, stext,
-          emb, model, status)
+     AS u(file_id, repository, path, language, kind, name, qname, parent, sig, doc, s, e,
+          content, calls, cx, chash, ehash, stext, emb, model, status)
 RETURNING id, embedding_status;
 
 -- insert_edges --
--- Edges of file $1 in repository $2 ($3 sources, $4 relationships, $5 externals, $6 candidate
--- lists joined by U+001F, $7 bare names, $8 lines, $9 resolved targets).
+-- Edges from parallel arrays, one element an edge: $1 file ids, $2 repositories, $3 sources,
+-- $4 relationships, $5 externals, $6 candidate lists joined by U+001F, $7 bare names,
+-- $8 lines, $9 resolved targets.
 INSERT INTO code_edges (repository, file_id, source, relationship, external, candidates, bare,
                         target, line)
-SELECT $2, $1, u.source, u.rel, u.ext, string_to_array(u.cands, E'\x1f'), u.bare, u.target,
-       u.line
-FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[])
-     AS u(source, rel, ext, cands, bare, line, target)
+SELECT u.repository, u.file_id, u.source, u.rel, u.ext, string_to_array(u.cands, E'\x1f'),
+       u.bare, u.target, u.line
+FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::int[], $9::text[])
+     AS u(file_id, repository, source, rel, ext, cands, bare, line, target)
 ON CONFLICT (file_id, source, relationship, external) DO NOTHING;
 
 -- known_symbols --
