@@ -76,13 +76,17 @@ def parser() -> ParsePool:
 
 
 async def submit(
-    pool: asyncpg.Pool, files: dict[str, str], prune: bool = False
+    pool: asyncpg.Pool,
+    files: dict[str, str],
+    prune: bool = False,
+    languages: dict[str, str] | None = None,
 ) -> code.IndexAccepted:
+    hints = languages or {}
     async with pool.acquire() as conn, conn.transaction():
         return await code.index_files(
             conn,
             "shop",
-            [code.SourceFile(p, c) for p, c in files.items()],
+            [code.SourceFile(p, c, hints.get(p)) for p, c in files.items()],
             commit=None,
             prune=prune,
         )
@@ -214,18 +218,30 @@ async def test_bad_files_fail_alone(pool: asyncpg.Pool, parser: ParsePool) -> No
         await submit(pool, {"nul.py": "a = 1\x00\n"})
     files = {
         "ok.py": "def fine():\n    return 1\n",
-        "blob.bin": "x",
+        "semver/range.bnf": "range-set ::= range ( logical-or range ) *\n",
+        "old.cob": "IDENTIFICATION DIVISION.\n",
         "deep.py": "x = " + "(" * 3000,
     }
-    acc = await submit(pool, files)
+    # A language hint the parser does not know (the API refuses it; an older row may hold
+    # one): that file fails alone, with a reason that names the problem once.
+    acc = await submit(pool, files, languages={"old.cob": "cobol"})
     await drain(pool, parser)
     job = await job_of(pool, acc.job_id)
     assert job["status"] == "failed"
     failed = {f["path"]: f["reason"] for f in job["result"]["files_failed"]}
-    assert set(failed) == {"blob.bin"}
-    assert "unsupported" in failed["blob.bin"]
-    assert job["result"]["files_indexed"] == 2
-    assert {f["item_kind"] for f in job["failures"]} == {"file"}
+    assert set(failed) == {"old.cob"}
+    assert failed["old.cob"].startswith("unsupported language 'cobol'")
+    assert "old.cob" not in failed["old.cob"]
+    assert job["error"] == f"old.cob: {failed['old.cob']}"
+    [item] = job["failures"]
+    assert item["item_kind"] == "file" and item["error"].count("old.cob") == 1
+    assert job["result"]["files_indexed"] == 3
+    async with pool.acquire() as conn:
+        kinds = await conn.fetch(
+            "SELECT k.kind, f.language FROM code_chunks k JOIN code_files f ON f.id = k.file_id"
+            " WHERE f.path = 'semver/range.bnf'"
+        )
+    assert [(r["kind"], r["language"]) for r in kinds] == [("window", "text")]
 
 
 async def test_pathological_file_is_retried_then_dead_lettered(pool: asyncpg.Pool) -> None:
@@ -289,7 +305,9 @@ async def test_dead_lettered_file_replays_after_the_cause_is_fixed(
 async def test_retry_of_an_index_job_reparses_failed_files(
     pool: asyncpg.Pool, parser: ParsePool
 ) -> None:
-    acc = await submit(pool, {"ok.py": "def a():\n    return 1\n", "odd.bin": "x"})
+    acc = await submit(
+        pool, {"ok.py": "def a():\n    return 1\n", "odd.bin": "x"}, languages={"odd.bin": "x"}
+    )
     await drain(pool, parser)
     job = await job_of(pool, acc.job_id)
     assert job["status"] == "failed"

@@ -368,13 +368,26 @@ def test_nul_content_raises_parse_error():
     assert "NUL" in excinfo.value.reason
 
 
+@pytest.mark.parametrize("language", ["cobol", "../../x", ""])
+def test_unknown_language_hint_raises_parse_error(language):
+    with pytest.raises(ParseError) as excinfo:
+        parse_file("a.py", "text", language)
+    assert "unsupported language" in excinfo.value.reason
+    assert "a.py" not in excinfo.value.reason  # the caller puts the path next to it
+    assert "python" in excinfo.value.reason  # and the accepted ones are named
+
+
 @pytest.mark.parametrize(
-    ("path", "language"),
-    [("blob.bin", None), ("a.py", "cobol")],
+    "path",
+    ["semver/range.bnf", "grammar.peg", "blob.bin", "LICENSE-MIT", "scripts/run", "x.weird"],
 )
-def test_unsupported_raises_parse_error(path, language):
-    with pytest.raises(ParseError):
-        parse_file(path, "text", language)
+def test_unknown_text_files_become_line_windows(path):
+    text = "".join(f"rule{i} ::= a | b\n" for i in range(130))
+    parsed = parse_file(path, text)
+    assert parsed.language == "text"
+    assert {c.kind for c in parsed.chunks} == {"window"}
+    assert [(c.start_line, c.end_line) for c in parsed.chunks] == [(1, 60), (51, 110), (101, 130)]
+    assert parsed.chunks[0].content.startswith("rule0 ::= a | b\nrule1")
 
 
 @pytest.mark.parametrize(
