@@ -354,7 +354,7 @@ def test_oversized_markdown_section_is_windowed():
         ),
         ("bad.js", "function ok() { return 1; }\nfunction broken( {\n", {"bad.ok"}),
         ("bad.go", "package x\nfunc Ok() int { return 1 }\nfunc Bad( {\n", {"bad.Ok"}),
-        ("bad.java", "class A { void ok() { f(); } void bad( { }\n", {"bad.A"}),
+        ("bad.java", "class A { void ok() { f(); } void bad( { }\n", {"A"}),
     ],
 )
 def test_syntax_errors_still_yield_chunks(path, source, expected_qn):
@@ -469,10 +469,67 @@ def test_go_method_without_local_type_has_no_parent():
 
 
 def test_file_scoped_namespaces_prefix_names():
-    cs = parse_file("F.cs", "namespace Foo.Bar;\npublic class X { void M() { } }\n")
-    assert {c.qualified_name for c in cs.chunks} == {"F.Foo.Bar.X", "F.Foo.Bar.X.M"}
-    php = parse_file("f.php", "<?php\nnamespace A\\B;\nfunction g() { return 1; }\n")
-    assert [c.qualified_name for c in php.chunks] == ["f.A.B.g"]
+    # Java, C# and PHP qualify by the declared package or namespace alone, never by the path.
+    cs = parse_file("src/F.cs", "namespace Foo.Bar;\npublic class X { void M() { } }\n")
+    assert {c.qualified_name for c in cs.chunks} == {"Foo.Bar.X", "Foo.Bar.X.M"}
+    php = parse_file("lib/f.php", "<?php\nnamespace A\\B;\nfunction g() { return 1; }\n")
+    assert [c.qualified_name for c in php.chunks] == ["A.B.g"]
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "expected"),
+    [
+        # The audit's case: path module + namespace + class used to give
+        # php.Glob.google.appengine.runtime.Glob.doGlob.
+        (
+            "php/Glob.php",
+            "<?php\nnamespace google\\appengine\\runtime;\n"
+            "final class Glob {\n  public static function doGlob($p) { return 1; }\n}\n",
+            {"google.appengine.runtime.Glob", "google.appengine.runtime.Glob.doGlob"},
+        ),
+        (
+            "src/main/java/com/acme/Util.java",
+            "package com.acme;\n\npublic class Util {\n  static int one() { return 1; }\n}\n",
+            {"com.acme.Util", "com.acme.Util.one"},
+        ),
+        (
+            "Bank/Ledger.cs",
+            "namespace Bank { class Ledger { void Add() { } } }\n",
+            {"Bank", "Bank.Ledger", "Bank.Ledger.Add"},
+        ),
+        # Without a package or namespace: the global one, as the language has it.
+        ("app/Main.java", "class Main { void run() { } }\n", {"Main", "Main.run"}),
+        ("web/helpers.php", "<?php\nfunction h() { return 1; }\n", {"h"}),
+    ],
+)
+def test_namespace_languages_never_repeat_names(path, source, expected):
+    parsed = parse_file(path, source)
+    assert {c.qualified_name for c in parsed.chunks if c.kind != "module"} == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "expected"),
+    [
+        (
+            "__init__.py",
+            "from .message import Message\n\ndef message_from_string(s):\n    return s\n",
+            {("function", "message_from_string")},
+        ),
+        ("index.js", "export function main() { return 1; }\n", {("function", "main")}),
+        ("mod.rs", "pub fn run() {}\n", {("function", "run")}),
+        (
+            "__init__.py",
+            "X = compute()\n\nclass K:\n    def m(self):\n        return 1\n",
+            {("module", "__init__.py"), ("class", "K"), ("method", "K.m")},
+        ),
+    ],
+)
+def test_root_entry_file_names_are_top_level(path, source, expected):
+    """A root __init__.py (the repository is the package) never yields __init__.x."""
+    parsed = parse_file(path, source)
+    assert {(c.kind, c.qualified_name) for c in parsed.chunks} == expected
+    module = [c for c in parsed.chunks if c.kind == "module"]
+    assert all(c.name == path for c in module)
 
 
 def test_parsing_is_deterministic():

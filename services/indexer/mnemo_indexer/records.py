@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from mnemo_core.text import chunk_embed_text, chunk_search_text, module_path
 from mnemo_indexer.chunking import Chunk, ParsedFile
+from mnemo_indexer.chunking.names import file_qualified_name
 
 NON_SYMBOL_KINDS = frozenset({"module", "section", "window"})
 SELF_NAMES = frozenset({"self", "this", "cls", "@"})
@@ -112,7 +113,8 @@ def call_candidates(
 
 
 def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
-    module = module_path(parsed.path) or parsed.path
+    module = file_qualified_name(parsed.path)  # the file in the graph, never empty
+    scope = module_path(parsed.path)  # what its top-level names are prefixed with
     imports = tuple(
         dict.fromkeys(c for i in parsed.imports for c in resolve_import(parsed.path, i))
     )
@@ -135,7 +137,7 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
         for callee in c.calls:
             cands, bare = call_candidates(
                 callee,
-                module=module,
+                module=scope,
                 parent=c.parent_qualified_name,
                 imports=imports,
                 language=parsed.language,

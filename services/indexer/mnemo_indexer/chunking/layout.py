@@ -57,7 +57,8 @@ class Layout:
     lines: list[str]
     n_lines: int
     max_lines: int
-    prefix: str
+    file_qn: str  # qualified name of module-level chunks (names.file_qualified_name)
+    file_name: str  # their short name
     trivial: bytearray
     module_calls: list[tuple[int, str]]
     module_branches: list[int]
@@ -218,13 +219,12 @@ def _emit_module(units: list[Unit], layout: Layout, out: list[tuple[_SortKey, Ch
         for k, group in enumerate(groups):
             if group[0] <= doc_line <= group[-1]:
                 doc_piece = k
-    name = layout.prefix.rsplit(".", 1)[-1]
     for k, group in enumerate(groups):
         lo, hi = group[0], group[-1]
         chunk = make_chunk(
             kind="module",
-            name=name,
-            qualified_name=piece_name(layout.prefix, k),
+            name=layout.file_name,
+            qualified_name=piece_name(layout.file_qn, k),
             start_line=lo,
             end_line=hi,
             content=_text(layout.lines, group),

@@ -23,6 +23,8 @@ from .model import CLASS_LIKE_KINDS, SCOPE_KINDS, Chunk, QualifiedNames, dedupe
 from .names import (
     MAX_CALLEE_BYTES,
     clean_comment,
+    file_qualified_name,
+    join_name,
     module_path,
     normalize_callee,
     python_string_body,
@@ -130,6 +132,17 @@ def _c_tag_name(node: Any, src: bytes) -> list[str] | None:
     return None
 
 
+_SCOPE_NAME_TYPES = frozenset({"identifier", "scoped_identifier", "qualified_name", "name"})
+
+
+def _first_name_child(node: Any, src: bytes) -> list[str] | None:
+    """A declaration without a name field (Java's ``package a.b;``): its first name child."""
+    for child in node.named_children:
+        if child.type in _SCOPE_NAME_TYPES:
+            return split_scoped(node_text(src, child), dots=True) or None
+    return None
+
+
 def _property_name(node: Any, src: bytes) -> list[str] | None:
     prop = node.child_by_field_name("property")
     return [node_text(src, prop)] if prop is not None else None
@@ -172,10 +185,14 @@ class _FileWalker:
         self.lines = text.split("\n")
         self.n_lines = len(self.lines) - (1 if self.lines[-1] == "" else 0)
         self.max_lines = max_lines
-        self.prefix = qualified_prefix(path)
+        # Java, C# and PHP name things by their declared package or namespace alone (as
+        # those languages do); everywhere else the file's module path comes first.
+        self.prefix = qualified_prefix(path) if self.spec.path_scoped else ""
+        self.file_qn = file_qualified_name(path)
         mod = module_path(path)
         base = path.replace("\\", "/").rsplit("/", 1)[-1]
         self.import_ctx = ImportContext(self.src, mod, base.startswith("__init__."))
+        self.file_name = mod.rpartition(".")[2] or base
         self.trivial = bytearray(self.n_lines + 2)
         self.units: list[Unit] = []
         self.imports: list[tuple[int, str]] = []
@@ -205,7 +222,8 @@ class _FileWalker:
             lines=self.lines,
             n_lines=self.n_lines,
             max_lines=self.max_lines,
-            prefix=self.prefix,
+            file_qn=self.file_qn,
+            file_name=self.file_name,
             trivial=self.trivial,
             module_calls=self.module_calls,
             module_branches=self.module_branches,
@@ -278,7 +296,7 @@ class _FileWalker:
     def _file_scopes(self, nodes: list[Any]) -> tuple[list[int], list[list[str]]]:
         scopes = []
         for node in nodes:
-            parts = _name_field(node, self.src)
+            parts = _name_field(node, self.src) or _first_name_child(node, self.src)
             if parts:
                 scopes.append((node.start_byte, [p for x in parts for p in x.split(".") if p]))
         scopes.sort(key=lambda s: s[0])
@@ -299,7 +317,7 @@ class _FileWalker:
                 base = container.scope
             unit.kind = self._member_kind(unit, container)
             unit.scope = [*base, *unit.parts]
-            unit.base_qn = ".".join([self.prefix, *unit.scope])
+            unit.base_qn = join_name(self.prefix, *unit.scope)
             unit.logical_parent = unit.container
             if unit.kind in CLASS_LIKE_KINDS or unit.kind in SCOPE_KINDS:
                 by_qn.setdefault(unit.base_qn, i)
