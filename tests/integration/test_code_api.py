@@ -152,16 +152,82 @@ async def test_archive_upload(api: httpx.AsyncClient, dsn: str) -> None:
             tar.addfile(info, io.BytesIO(data))
     r = await api.post(
         "/v1/code/index",
-        data={"repository": "shop", "prune": "true"},
+        data={"repository": "shop", "prune": "true", "strip_components": "1"},
         files={"archive": ("shop.tar.gz", buf.getvalue(), "application/gzip")},
     )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["files"] == 6 and body["skipped"] == [
-        {"path": "shop-main/logo.png", "reason": "binary file (NUL bytes)"}
+        {"path": "logo.png", "reason": "binary file (NUL bytes)"}
     ]
     await drain(dsn)
     assert (await api.get(f"/v1/jobs/{body['job_id']}")).json()["status"] == "succeeded"
+    paths = {r["path"] for r in await rows(dsn, "SELECT path FROM code_files")}
+    assert paths == set(FILES)  # shop-main/ stripped, as asked
+
+
+async def rows(dsn: str, sql: str) -> list[dict]:
+    conn = await db.connect(dsn, application_name="test-code-api")
+    try:
+        return [dict(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+def tar_of(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+EMAIL = {
+    "email/__init__.py": "from email.message import Message\n\n"
+    "def message_from_string(s):\n    return Message(s)\n",
+    "email/message.py": "class Message:\n    def get_payload(self):\n        return 1\n",
+}
+
+
+async def test_archive_and_json_keep_a_lone_top_folder(api: httpx.AsyncClient, dsn: str) -> None:
+    """A folder holding only email/ is the package email: archive and JSON agree on it."""
+    r = await api.post(
+        "/v1/code/index",
+        data={"repository": "mail"},
+        files={"archive": ("mail.tgz", tar_of(EMAIL), "application/gzip")},
+    )
+    assert r.status_code == 202, r.text
+    r = await api.post("/v1/code/index", json={"repository": "mail2", "files": files_json(EMAIL)})
+    assert r.status_code == 202, r.text
+    await drain(dsn)
+    names = await rows(
+        dsn, "SELECT repository, path, qualified_name FROM code_chunks ORDER BY 1, 2, 3"
+    )
+    by_repo: dict[str, set[tuple[str, str]]] = {}
+    for n in names:
+        by_repo.setdefault(n["repository"], set()).add((n["path"], n["qualified_name"]))
+    assert by_repo["mail"] == by_repo["mail2"]
+    assert {
+        ("email/__init__.py", "email.message_from_string"),
+        ("email/message.py", "email.message.Message.get_payload"),
+    } <= by_repo["mail"]
+    r = await api.get("/v1/code/graph/mail/symbols/email.message_from_string")
+    assert [c["qualified_name"] for c in r.json()["callees"]] == ["email.message.Message"]
+
+
+@pytest.mark.parametrize("value", ["-1", "33", "two", "1.5"])
+async def test_bad_strip_components(api: httpx.AsyncClient, value: str) -> None:
+    r = await api.post(
+        "/v1/code/index",
+        data={"repository": "mail", "strip_components": value},
+        files={"archive": ("mail.tgz", tar_of(EMAIL), "application/gzip")},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("body.strip_components")
+    assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,11 @@
 """Repository uploads as ``.tar.gz`` / ``.tgz`` / ``.tar`` or ``.zip``, unpacked in memory
 with every door closed: absolute paths, ``..``, links and special files refuse the whole
 archive; entry count and expanded size are bounded while decompressing (bombs stop early);
-binary, non-UTF-8 and oversized files are skipped and reported."""
+binary, non-UTF-8 and oversized files are skipped and reported.
+
+Paths are kept as they are in the archive: nothing is stripped unless asked. An archive
+made with a top folder (GitHub's, ``git archive --prefix=x/``, ``tar czf … -C ~/src x``)
+is unpacked with ``strip_components=1``, like ``tar --strip-components``."""
 
 from __future__ import annotations
 
@@ -86,14 +90,16 @@ class _Counting(io.RawIOBase):
 
 
 class _Collector:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, strip_components: int) -> None:
         self.limits = limits
+        self.strip_components = strip_components
         self.files: list[SourceFile] = []
         self.skipped: list[Skipped] = []
         self.entries = 0
         self.paths: set[str] = set()
 
     def entry(self, raw_name: str) -> str:
+        """The entry's whole path, checked (every entry is, whatever is stripped after)."""
         self.entries += 1
         if self.entries > self.limits.max_entries:
             raise TooLarge(
@@ -104,21 +110,29 @@ class _Collector:
             raw_name, field=f"archive entry {raw_name!r}", max_chars=self.limits.max_path_chars
         )
 
+    def target(self, path: str) -> str | None:
+        """The repository path of a file entry after ``strip_components``, or None (and a
+        skipped entry saying why) when the entry has too few components to keep."""
+        n = self.strip_components
+        if n == 0:
+            return path
+        parts = path.split("/")
+        if len(parts) <= n:
+            self.skipped.append(
+                Skipped(path, f"fewer than {n + 1} path components (strip_components={n})")
+            )
+            return None
+        return "/".join(parts[n:])
+
     def add(self, path: str, data: bytes) -> None:
         text = decode(path, data)
         if isinstance(text, Skipped):
             self.skipped.append(text)
-        elif path not in self.paths:
+        elif path in self.paths:
+            self.skipped.append(Skipped(path, "appears twice in the archive (the first is kept)"))
+        else:
             self.paths.add(path)
             self.files.append(SourceFile(path, text))
-
-
-def _strip_common_root(files: list[SourceFile]) -> list[SourceFile]:
-    """``myproject/src/a.py`` -> ``src/a.py`` when every file shares one top folder."""
-    tops = {f.path.split("/", 1)[0] for f in files}
-    if len(tops) == 1 and all("/" in f.path for f in files):
-        return [SourceFile(f.path.split("/", 1)[1], f.content, f.language) for f in files]
-    return files
 
 
 def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
@@ -138,6 +152,10 @@ def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
                     raise InvalidInput(
                         f"archive entry {member.name!r}", "special files are not allowed"
                     )
+                target = col.target(path)
+                if target is None:
+                    continue
+                path = target
                 if member.size > limits.max_file_bytes:
                     col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
                     continue
@@ -165,6 +183,10 @@ def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
                 raise InvalidInput(
                     f"archive entry {info.filename!r}", "special files are not allowed"
                 )
+            target = col.target(path)
+            if target is None:
+                continue
+            path = target
             if info.file_size > limits.max_file_bytes:
                 col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
                 continue
@@ -189,11 +211,18 @@ def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
             col.add(path, body)
 
 
-def unpack(data: bytes, limits: Limits) -> tuple[list[SourceFile], list[Skipped]]:
-    """The text files of an archive (zip or tar, gzip or not) and what was skipped."""
-    col = _Collector(limits)
+def unpack(
+    data: bytes, limits: Limits, *, strip_components: int = 0
+) -> tuple[list[SourceFile], list[Skipped]]:
+    """The text files of an archive (zip or tar, gzip or not) and what was skipped.
+
+    Paths are the archive's own, less their first ``strip_components`` folders; files
+    with no more components than that are skipped (listed with the reason)."""
+    if strip_components < 0:
+        raise InvalidInput("strip_components", "must be 0 or more")
+    col = _Collector(limits, strip_components)
     if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
         _zip(data, limits, col)
     else:
         _tar(data, limits, col)
-    return _strip_common_root(col.files), col.skipped
+    return col.files, col.skipped

@@ -38,6 +38,24 @@ class IndexIn(BaseModel):
     prune: bool = False
 
 
+#: Deepest ``strip_components`` accepted (tar has no limit; nobody nests archives deeper).
+MAX_STRIP_COMPONENTS = 32
+
+
+class ArchiveForm(BaseModel):
+    """The form fields of a multipart archive upload (``archive`` is the file)."""
+
+    repository: Repo
+    commit: SafeStr | None = Field(default=None, max_length=200)
+    prune: bool = False
+    strip_components: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_STRIP_COMPONENTS,
+        description="leading folders removed from every archive path (tar --strip-components)",
+    )
+
+
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     q: SafeStr = Field(min_length=1, max_length=2000)
@@ -116,7 +134,7 @@ def _check_files(body: IndexIn, st: AppState) -> list[code.SourceFile]:
 
 async def _from_multipart(
     request: Request, st: AppState
-) -> tuple[IndexIn, list[code.SourceFile], list[Skipped]]:
+) -> tuple[ArchiveForm, list[code.SourceFile], list[Skipped]]:
     limit = st.settings.max_archive_bytes
     async with request.form(max_files=1, max_fields=10, max_part_size=limit) as form:
         upload = form.get("archive") or form.get("file")
@@ -131,16 +149,18 @@ async def _from_multipart(
             "body.archive", f"{len(data)} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)"
         )
     try:
-        meta = IndexIn(
-            repository=fields.get("repository", ""),
-            files=[],
-            commit=fields.get("commit") or None,
-            prune=fields.get("prune", "false").lower() in ("1", "true", "yes", "on"),
+        meta = ArchiveForm.model_validate(
+            {
+                "repository": fields.get("repository", ""),
+                "commit": fields.get("commit") or None,
+                "prune": fields.get("prune") or False,
+                "strip_components": fields.get("strip_components") or 0,
+            }
         )
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(f"body.{'.'.join(map(str, first['loc']))}", first["msg"]) from exc
-    files, skipped = unpack(data, _limits(st))
+    files, skipped = unpack(data, _limits(st), strip_components=meta.strip_components)
     if len(files) > st.settings.max_files_per_request:
         raise InvalidInput(
             "body.archive",
@@ -166,6 +186,14 @@ async def _from_multipart(
                             "archive": {"type": "string", "format": "binary"},
                             "commit": {"type": "string"},
                             "prune": {"type": "boolean"},
+                            "strip_components": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": MAX_STRIP_COMPONENTS,
+                                "default": 0,
+                                "description": "leading folders removed from every archive "
+                                "path, like tar --strip-components (GitHub archives: 1)",
+                            },
                         },
                     }
                 },
@@ -176,10 +204,12 @@ async def _from_multipart(
 )
 async def index(request: Request, st: AppState = Depends(state)) -> dict[str, Any]:
     """Index a repository: a JSON list of files, or a multipart upload of a .tar.gz/.zip
-    (field ``archive``). Unchanged files (same content) are skipped; with ``prune``, files
-    of the repository missing from the request are removed. Poll the job for progress."""
+    (field ``archive``; its paths are kept as they are, less ``strip_components`` leading
+    folders). Unchanged files (same content) are skipped; with ``prune``, files of the
+    repository missing from the request are removed. Poll the job for progress."""
     ctype = request.headers.get("content-type", "")
     skipped: list[Skipped] = []
+    meta: ArchiveForm | IndexIn
     if ctype.startswith("multipart/form-data"):
         meta, files, skipped = await _from_multipart(request, st)
     else:
@@ -188,11 +218,12 @@ async def index(request: Request, st: AppState = Depends(state)) -> dict[str, An
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput("body", "expected JSON or a multipart archive upload") from exc
         try:
-            meta = IndexIn.model_validate(raw)
+            body = IndexIn.model_validate(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             raise InvalidInput("body." + ".".join(map(str, first["loc"])), first["msg"]) from exc
-        files = _check_files(meta, st)
+        files = _check_files(body, st)
+        meta = body
     async with transaction(st.pool) as conn:
         acc = await code.index_files(
             conn, meta.repository, files, commit=meta.commit, prune=meta.prune
