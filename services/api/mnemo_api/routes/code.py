@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
+from mnemo_api.errors import too_deep
 from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
@@ -217,6 +218,8 @@ async def index(request: Request, st: AppState = Depends(state)) -> dict[str, An
             raw = await request.json()
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput("body", "expected JSON or a multipart archive upload") from exc
+        except RecursionError as exc:  # the other routes' parser answers the same
+            raise too_deep(exc) from exc
         try:
             body = IndexIn.model_validate(raw)
         except ValidationError as exc:
