@@ -318,3 +318,27 @@ async def test_retry_of_an_index_job_reparses_failed_files(
     job = await job_of(pool, acc.job_id)  # still unsupported: fails again, counted once
     assert job["status"] == "failed" and job["progress"]["failed"] == 1
     assert [f["path"] for f in job["result"]["files_failed"]] == ["odd.bin"]
+
+
+async def test_minified_file_indexes_in_bounded_time(pool: asyncpg.Pool, parser: ParsePool) -> None:
+    """A 200 KB single-line bundle: every chunk is cut at its unit, so what is stored (and
+    embedded) stays linear in the file (the audit saw 69 KB become 207 MB of chunks)."""
+    unit = "function a(){return 1};class K{m(){return this.n}static s(x){return x*2}};"
+    text = unit * (200_000 // len(unit))
+    acc = await submit(pool, {"dist/app.min.js": text})
+    started = asyncio.get_running_loop().time()
+    s = settings(parse_timeout_s=20)
+    await asyncio.wait_for(
+        IndexWorker(pool, s, parser, worker_id=f"i-{uuid.uuid4().hex[:6]}", once=True).run(), 60
+    )
+    parsed_in = asyncio.get_running_loop().time() - started
+    job = await job_of(pool, acc.job_id)
+    assert job["result"]["files_indexed"] == 1 and job["result"]["files_failed"] == [], job
+    assert parsed_in < 20, parsed_in
+    async with pool.acquire() as conn:
+        n, stored, searched = await conn.fetchrow(
+            "SELECT count(*), sum(length(content)), sum(length(search_text)) FROM code_chunks"
+        )
+    assert n > 10_000
+    assert stored <= 2 * len(text), stored
+    assert searched <= 10 * len(text), searched  # path, names and split identifiers on top

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -530,6 +531,60 @@ def test_root_entry_file_names_are_top_level(path, source, expected):
     assert {(c.kind, c.qualified_name) for c in parsed.chunks} == expected
     module = [c for c in parsed.chunks if c.kind == "module"]
     assert all(c.name == path for c in module)
+
+
+# ---------------------------------------------------------------------------
+# minified code: a chunk is bounded by its unit, not by the line it sits on
+
+
+def _minified(size: int) -> str:
+    unit = "function a(){return 1};class K{m(){return this.n}static s(x){return x*2}};"
+    return unit * (size // len(unit))
+
+
+def test_minified_file_chunks_are_linear_in_its_size():
+    """Audit: `function a(){return 1};` x 3000 (69 KB) made 3000 chunks of 207 MB, because
+    every unit on the line carried the whole line."""
+    text = _minified(200_000)
+    started = time.perf_counter()
+    parsed = parse_file("dist/app.min.js", text)
+    elapsed = time.perf_counter() - started
+    assert len(parsed.chunks) > 10_000
+    total = sum(len(c.content) for c in parsed.chunks)
+    # Each byte is in its unit and, for methods, in their class: at most twice.
+    assert total <= 2 * len(text), total
+    assert elapsed < 10, elapsed
+    # Far into the line, every chunk is exactly its unit.
+    fn, cls, method, static = parsed.chunks[400:404]
+    assert (fn.kind, fn.content) == ("function", "function a(){return 1}")
+    assert (cls.kind, cls.content) == (
+        "class",
+        "class K{m(){return this.n}static s(x){return x*2}}",
+    )
+    assert (method.kind, method.content) == ("method", "m(){return this.n}")
+    assert (static.content, static.start_line, static.end_line) == ("static s(x){return x*2}", 1, 1)
+    assert all(c.content for c in parsed.chunks)
+
+
+def test_units_sharing_lines_with_little_text_keep_whole_lines():
+    js = (
+        "module.exports.encodeStream = module.exports.decodeStream = function () {\n"
+        '    throw new Error("no streams");\n'
+        "}; // streaming is off\n"
+    )
+    (chunk,) = [c for c in parse_file("i.js", js).chunks if c.kind == "function"]
+    assert chunk.content == js.rstrip("\n")  # whole lines, as before
+    rb = "class A\n  private def secret\n    1\n  end\nend\n"
+    method = next(c for c in parse_file("a.rb", rb).chunks if c.kind == "method")
+    assert method.content == "  private def secret\n    1\n  end"
+
+
+def test_a_long_shared_line_is_cut_at_the_unit():
+    head = "var x = [" + ", ".join(str(i) for i in range(100)) + "]; function f() {\n"
+    js = head + "  return 1;\n} " + "var y = 2; " * 20 + "\n"
+    (chunk,) = [c for c in parse_file("m.js", js).chunks if c.kind == "function"]
+    assert chunk.content == "function f() {\n  return 1;\n}"
+    assert (chunk.start_line, chunk.end_line) == (1, 3)
 
 
 def test_parsing_is_deterministic():

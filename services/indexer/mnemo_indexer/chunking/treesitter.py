@@ -18,7 +18,7 @@ from typing import Any
 from .imports import EXTRACTORS, ImportContext, call_argument_import, node_text, unquote
 from .lang_tables import CLASS_NAME_CONSTRUCTOR, SPECS, LangSpec
 from .languages import CallRule, Grammar, get_grammar, get_parser
-from .layout import Layout, Unit, build_chunks
+from .layout import Layout, LineIndex, Unit, build_chunks
 from .model import CLASS_LIKE_KINDS, SCOPE_KINDS, Chunk, QualifiedNames, dedupe
 from .names import (
     MAX_CALLEE_BYTES,
@@ -182,6 +182,7 @@ class _FileWalker:
         self.spec: LangSpec = SPECS[language]
         self.grammar: Grammar = get_grammar(language)
         self.src = text.encode("utf-8", "surrogatepass")
+        self.index = LineIndex(self.src)
         self.lines = text.split("\n")
         self.n_lines = len(self.lines) - (1 if self.lines[-1] == "" else 0)
         self.max_lines = max_lines
@@ -219,6 +220,8 @@ class _FileWalker:
         self._collect_branches(caps.get("b", []))
         self._mark_top_level(root)
         layout = Layout(
+            src=self.src,
+            index=self.index,
             lines=self.lines,
             n_lines=self.n_lines,
             max_lines=self.max_lines,
@@ -432,8 +435,7 @@ class _FileWalker:
         self.comment_ends = [b for _, b in spans]
         for node in nodes:
             column = node.start_point.column
-            start = node.start_byte
-            if src[start - column : start].strip():
+            if node.start_byte > self.index.code_starts[node.start_point.row]:
                 continue  # a trailing comment after code
             first = node.start_point.row + 1
             last = _end_line(node)
