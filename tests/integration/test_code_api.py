@@ -277,3 +277,34 @@ async def test_bad_archives(api: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 422
     assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
+
+
+async def test_json_index_bodies_get_the_body_limit(dsn: str) -> None:
+    """Only a multipart upload gets the archive limit; JSON on the same route does not."""
+    settings = make_settings(dsn, max_body_bytes=2000, max_archive_bytes=1_000_000)
+    big = "x = 1\n" * 500  # 3000 bytes
+    async for api in client_for(settings):
+        r = await api.post(
+            "/v1/code/index",
+            json={"repository": "j", "files": [{"path": "a.py", "content": big}]},
+        )
+        assert r.status_code == 413 and "MNEMO_MAX_BODY_BYTES" in r.json()["detail"]
+        # A JSON body claiming to be multipart is held to the archive limit but is no form.
+        r = await api.post(
+            "/v1/code/index",
+            content=b"{}" * 1500,
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+        assert r.status_code == 400 and "multipart" in r.json()["detail"], r.text
+        r = await api.post(
+            "/v1/code/index",
+            data={"repository": "j"},
+            files={"archive": ("j.tgz", tar_of({"a.py": big}), "application/gzip")},
+        )
+        assert r.status_code == 202, r.text
+        r = await api.post(
+            "/v1/code/index",
+            data={"repository": "j"},
+            files={"archive": ("j.tar", b"\0" * 1_000_001, "application/x-tar")},
+        )
+        assert r.status_code == 413 and "MNEMO_MAX_ARCHIVE_BYTES" in r.json()["detail"]

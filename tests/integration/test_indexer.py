@@ -86,7 +86,7 @@ async def submit(
         return await code.index_files(
             conn,
             "shop",
-            [code.SourceFile(p, c, hints.get(p)) for p, c in files.items()],
+            [code.SourceFile.of_text(p, c, hints.get(p)) for p, c in files.items()],
             commit=None,
             prune=prune,
         )

@@ -83,7 +83,7 @@ def test_strip_components_checks_the_whole_path_first() -> None:
 def test_paths_that_collide_after_stripping_are_reported() -> None:
     data = tar_gz([("a/x.py", b"1\n", b"f"), ("b/x.py", b"2\n", b"f")])
     files, skipped = unpack(data, LIMITS, strip_components=1)
-    assert [(f.path, f.content) for f in files] == [("x.py", "1\n")]
+    assert [(f.path, f.data) for f in files] == [("x.py", b"1\n")]
     assert [(s.path, s.reason) for s in skipped] == [
         ("x.py", "appears twice in the archive (the first is kept)")
     ]

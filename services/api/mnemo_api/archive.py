@@ -15,6 +15,7 @@ import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from mnemo_core.code import SourceFile
 from mnemo_core.errors import InvalidInput
@@ -56,13 +57,15 @@ def clean_path(raw: str, *, field: str, max_chars: int) -> str:
     return "/".join(p for p in path.split("/") if p and p != ".")
 
 
-def decode(path: str, data: bytes) -> str | Skipped:
-    if b"\x00" in data[:8192] or b"\x00" in data:
+def check_text(path: str, data: bytes) -> Skipped | None:
+    """Why a file's bytes are not indexable text (NUL bytes, not UTF-8), or None."""
+    if b"\x00" in data:
         return Skipped(path, "binary file (NUL bytes)")
     try:
-        return data.decode("utf-8")
+        data.decode("utf-8")  # validated, not kept: the bytes are what is stored
     except UnicodeDecodeError:
         return Skipped(path, "not valid UTF-8")
+    return None
 
 
 class _Counting(io.RawIOBase):
@@ -125,20 +128,18 @@ class _Collector:
         return "/".join(parts[n:])
 
     def add(self, path: str, data: bytes) -> None:
-        text = decode(path, data)
-        if isinstance(text, Skipped):
-            self.skipped.append(text)
+        bad = check_text(path, data)
+        if bad is not None:
+            self.skipped.append(bad)
         elif path in self.paths:
             self.skipped.append(Skipped(path, "appears twice in the archive (the first is kept)"))
         else:
             self.paths.add(path)
-            self.files.append(SourceFile(path, text))
+            self.files.append(SourceFile(path, data))
 
 
-def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
-    raw: io.BufferedIOBase = (
-        gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
-    )
+def _tar(source: BinaryIO, gzipped: bool, limits: Limits, col: _Collector) -> None:
+    raw: Any = gzip.GzipFile(fileobj=source, mode="rb") if gzipped else source
     stream = io.BufferedReader(_Counting(raw, limits.max_expanded_bytes))
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -165,9 +166,9 @@ def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
         raise InvalidInput("archive", f"not a readable tar archive: {exc}") from exc
 
 
-def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
+def _zip(source: BinaryIO, limits: Limits, col: _Collector) -> None:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
         raise InvalidInput("archive", f"not a readable zip archive: {exc}") from exc
     expanded = 0
@@ -212,17 +213,22 @@ def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
 
 
 def unpack(
-    data: bytes, limits: Limits, *, strip_components: int = 0
+    source: bytes | BinaryIO, limits: Limits, *, strip_components: int = 0
 ) -> tuple[list[SourceFile], list[Skipped]]:
     """The text files of an archive (zip or tar, gzip or not) and what was skipped.
 
-    Paths are the archive's own, less their first ``strip_components`` folders; files
-    with no more components than that are skipped (listed with the reason)."""
+    ``source`` is the archive, or a seekable file holding it (an upload spooled to disk is
+    read from there, never copied into memory whole). Paths are the archive's own, less
+    their first ``strip_components`` folders; files with no more components than that are
+    skipped (listed with the reason). Blocking: run it off the event loop."""
     if strip_components < 0:
         raise InvalidInput("strip_components", "must be 0 or more")
+    stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
+    magic = stream.read(4)
+    stream.seek(0)
     col = _Collector(limits, strip_components)
-    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
-        _zip(data, limits, col)
+    if magic in (b"PK\x03\x04", b"PK\x05\x06"):
+        _zip(stream, limits, col)
     else:
-        _tar(data, limits, col)
+        _tar(stream, magic[:2] == b"\x1f\x8b", limits, col)
     return col.files, col.skipped

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -23,15 +23,43 @@ from mnemo_core.text import chunk_embed_text, module_path
 INDEX_JOB = "index_repository"
 
 
+#: Content bytes per ``upsert_files`` statement: a big upload is written in several
+#: statements of one transaction, never as one message holding every file at once.
+UPSERT_BATCH_BYTES = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class SourceFile:
+    """A file to index. ``data`` is its UTF-8 content, kept as bytes: an archive's files are
+    never also held decoded (``of_text`` builds one from a JSON upload's string)."""
+
     path: str
-    content: str
+    data: bytes
     language: str | None = None
+    content_hash: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content_hash", hashlib.sha256(self.data).hexdigest())
+
+    @classmethod
+    def of_text(cls, path: str, content: str, language: str | None = None) -> SourceFile:
+        return cls(path, content.encode("utf-8"), language)
 
     @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.content.encode("utf-8", "surrogatepass")).hexdigest()
+    def content(self) -> str:
+        return self.data.decode("utf-8")
+
+
+def _batches(files: Sequence[SourceFile], max_bytes: int) -> Iterator[Sequence[SourceFile]]:
+    """Consecutive runs of files holding at most ``max_bytes`` of content (or one file)."""
+    start, size = 0, 0
+    for i, f in enumerate(files):
+        if i > start and size + len(f.data) > max_bytes:
+            yield files[start:i]
+            start, size = i, 0
+        size += len(f.data)
+    if start < len(files):
+        yield files[start:]
 
 
 @dataclass(frozen=True)
@@ -60,7 +88,7 @@ async def index_files(
     """Store new and changed files and queue them for the indexer, in the caller's
     transaction. Unchanged files (same content hash, already indexed) cost nothing."""
     for i, f in enumerate(files):
-        if "\x00" in f.content:
+        if b"\x00" in f.data:
             raise InvalidInput(f"files.{i}.content", f"{f.path} contains NUL bytes (binary?)")
     await conn.execute(Q["upsert_repository"], repository, commit, None)
     await conn.execute(Q["lock_repository"], repository)
@@ -110,18 +138,20 @@ async def index_files(
         await _settle_pending(conn, await conn.fetch(Q["pending_chunks_of_files"], removed))
         await conn.fetch(Q["delete_files"], removed)
     if changed:
-        rows = await conn.fetch(
-            Q["upsert_files"],
-            repository,
-            [f.path for f in changed],
-            [module_path(f.path) for f in changed],
-            [f.language for f in changed],
-            [f.content for f in changed],
-            [f.content_hash for f in changed],
-            [len(f.content.encode("utf-8", "surrogatepass")) for f in changed],
-            job_id,
-        )
-        ids = [str(r["id"]) for r in rows]
+        ids: list[str] = []
+        for batch in _batches(changed, UPSERT_BATCH_BYTES):
+            rows = await conn.fetch(
+                Q["upsert_files"],
+                repository,
+                [f.path for f in batch],
+                [module_path(f.path) for f in batch],
+                [f.language for f in batch],
+                [f.content for f in batch],  # decoded one batch at a time
+                [f.content_hash for f in batch],
+                [len(f.data) for f in batch],
+                job_id,
+            )
+            ids += [str(r["id"]) for r in rows]
         await queue.send_many(
             conn,
             queue.INDEX,

@@ -3,11 +3,14 @@ and by name, walk the call graph, list and delete repositories."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import FormData, UploadFile
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
 from mnemo_api.errors import too_deep
@@ -118,37 +121,29 @@ def _check_files(body: IndexIn, st: AppState) -> list[code.SourceFile]:
             raise InvalidInput(f"{field}.path", f"{path} appears twice")
         seen.add(path)
         try:
-            size = len(f.content.encode("utf-8"))
+            data = f.content.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidInput(f"{field}.content", f"{path} is not valid UTF-8") from exc
-        if size > s.max_file_bytes:
+        if len(data) > s.max_file_bytes:
             raise InvalidInput(
                 f"{field}.content",
-                f"{path} has {size} bytes; at most "
+                f"{path} has {len(data)} bytes; at most "
                 f"{s.max_file_bytes} per file (MNEMO_MAX_FILE_BYTES)",
             )
-        if "\x00" in f.content:
+        if b"\x00" in data:
             raise InvalidInput(f"{field}.content", f"{path} contains NUL bytes (binary?)")
-        out.append(code.SourceFile(path, f.content, f.language))
+        out.append(code.SourceFile(path, data, f.language))
     return out
 
 
-async def _from_multipart(
-    request: Request, st: AppState
-) -> tuple[ArchiveForm, list[code.SourceFile], list[Skipped]]:
-    limit = st.settings.max_archive_bytes
-    async with request.form(max_files=1, max_fields=10, max_part_size=limit) as form:
-        upload = form.get("archive") or form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput(
-                "body.archive", "attach the repository as a file field named 'archive'"
-            )
-        data = await upload.read()
-        fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
-    if len(data) > limit:
-        raise TooLarge(
-            "body.archive", f"{len(data)} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)"
-        )
+def _archive_form(form: FormData, limit: int) -> tuple[ArchiveForm, UploadFile]:
+    upload = form.get("archive") or form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidInput("body.archive", "attach the repository as a file field named 'archive'")
+    size = upload.size or 0
+    if size > limit:
+        raise TooLarge("body.archive", f"{size} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)")
+    fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
     try:
         meta = ArchiveForm.model_validate(
             {
@@ -161,14 +156,29 @@ async def _from_multipart(
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(f"body.{'.'.join(map(str, first['loc']))}", first["msg"]) from exc
-    files, skipped = unpack(data, _limits(st), strip_components=meta.strip_components)
-    if len(files) > st.settings.max_files_per_request:
-        raise InvalidInput(
-            "body.archive",
-            f"{len(files)} files; at most "
-            f"{st.settings.max_files_per_request} (MNEMO_MAX_FILES_PER_REQUEST)",
-        )
-    return meta, files, skipped
+    return meta, upload
+
+
+async def _index_archive(request: Request, st: AppState) -> dict[str, Any]:
+    """The archive part is spooled to a temporary file (on disk past 1 MiB) while it streams
+    in; then, one upload at a time per process, it is unpacked from there in the archive
+    thread (never a second copy in memory, never a blocked event loop) and stored."""
+    limit = st.settings.max_archive_bytes
+    async with request.form(max_files=1, max_fields=10, max_part_size=limit) as form:
+        meta, upload = _archive_form(form, limit)
+        async with st.archive_slot:
+            await upload.seek(0)
+            files, skipped = await asyncio.get_running_loop().run_in_executor(
+                st.archive_thread,
+                partial(unpack, upload.file, _limits(st), strip_components=meta.strip_components),
+            )
+            if len(files) > st.settings.max_files_per_request:
+                raise InvalidInput(
+                    "body.archive",
+                    f"{len(files)} files; at most "
+                    f"{st.settings.max_files_per_request} (MNEMO_MAX_FILES_PER_REQUEST)",
+                )
+            return await _index(st, meta, files, skipped)
 
 
 @router.post(
@@ -209,24 +219,28 @@ async def index(request: Request, st: AppState = Depends(state)) -> dict[str, An
     folders). Unchanged files (same content) are skipped; with ``prune``, files of the
     repository missing from the request are removed. Poll the job for progress."""
     ctype = request.headers.get("content-type", "")
-    skipped: list[Skipped] = []
-    meta: ArchiveForm | IndexIn
     if ctype.startswith("multipart/form-data"):
-        meta, files, skipped = await _from_multipart(request, st)
-    else:
-        try:
-            raw = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput("body", "expected JSON or a multipart archive upload") from exc
-        except RecursionError as exc:  # the other routes' parser answers the same
-            raise too_deep(exc) from exc
-        try:
-            body = IndexIn.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidInput("body." + ".".join(map(str, first["loc"])), first["msg"]) from exc
-        files = _check_files(body, st)
-        meta = body
+        return await _index_archive(request, st)
+    try:
+        raw = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("body", "expected JSON or a multipart archive upload") from exc
+    except RecursionError as exc:  # the other routes' parser answers the same
+        raise too_deep(exc) from exc
+    try:
+        body = IndexIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput("body." + ".".join(map(str, first["loc"])), first["msg"]) from exc
+    return await _index(st, body, _check_files(body, st), [])
+
+
+async def _index(
+    st: AppState,
+    meta: ArchiveForm | IndexIn,
+    files: list[code.SourceFile],
+    skipped: list[Skipped],
+) -> dict[str, Any]:
     async with transaction(st.pool) as conn:
         acc = await code.index_files(
             conn, meta.repository, files, commit=meta.commit, prune=meta.prune
