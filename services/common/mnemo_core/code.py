@@ -77,6 +77,35 @@ async def _settle_pending(conn: asyncpg.Connection, per_job: Sequence[asyncpg.Re
         await jobs.progress(conn, r["job_id"], total=-r["n"])
 
 
+async def _store_and_queue(
+    conn: asyncpg.Connection, repository: str, changed: Sequence[SourceFile], job_id: uuid.UUID
+) -> None:
+    """Upsert the changed files as pending for ``job_id`` (a few MiB a statement) and queue
+    their ids on ``index``."""
+    ids: list[str] = []
+    for batch in _batches(changed, UPSERT_BATCH_BYTES):
+        rows = await conn.fetch(
+            Q["upsert_files"],
+            repository,
+            [f.path for f in batch],
+            [module_path(f.path) for f in batch],
+            [f.language for f in batch],
+            [f.content for f in batch],  # decoded one batch at a time
+            [f.content_hash for f in batch],
+            [len(f.data) for f in batch],
+            job_id,
+        )
+        ids += [str(r["id"]) for r in rows]
+    await queue.send_many(
+        conn,
+        queue.INDEX,
+        [
+            {"v": 1, "job_id": str(job_id), "kind": "file", "ids": ids[i : i + FILES_PER_MESSAGE]}
+            for i in range(0, len(ids), FILES_PER_MESSAGE)
+        ],
+    )
+
+
 async def index_files(
     conn: asyncpg.Connection,
     repository: str,
@@ -86,7 +115,11 @@ async def index_files(
     prune: bool,
 ) -> IndexAccepted:
     """Store new and changed files and queue them for the indexer, in the caller's
-    transaction. Unchanged files (same content hash, already indexed) cost nothing."""
+    transaction. Unchanged files (same content hash, already indexed) cost nothing. An
+    empty ``files`` is refused: it would make a job for nothing, or with ``prune`` empty the
+    repository (``delete_repository`` does that on purpose)."""
+    if not files:
+        raise InvalidInput("files", "no files to index")
     for i, f in enumerate(files):
         if b"\x00" in f.data:
             raise InvalidInput(f"files.{i}.content", f"{f.path} contains NUL bytes (binary?)")
@@ -138,33 +171,7 @@ async def index_files(
         await _settle_pending(conn, await conn.fetch(Q["pending_chunks_of_files"], removed))
         await conn.fetch(Q["delete_files"], removed)
     if changed:
-        ids: list[str] = []
-        for batch in _batches(changed, UPSERT_BATCH_BYTES):
-            rows = await conn.fetch(
-                Q["upsert_files"],
-                repository,
-                [f.path for f in batch],
-                [module_path(f.path) for f in batch],
-                [f.language for f in batch],
-                [f.content for f in batch],  # decoded one batch at a time
-                [f.content_hash for f in batch],
-                [len(f.data) for f in batch],
-                job_id,
-            )
-            ids += [str(r["id"]) for r in rows]
-        await queue.send_many(
-            conn,
-            queue.INDEX,
-            [
-                {
-                    "v": 1,
-                    "job_id": str(job_id),
-                    "kind": "file",
-                    "ids": ids[i : i + FILES_PER_MESSAGE],
-                }
-                for i in range(0, len(ids), FILES_PER_MESSAGE)
-            ],
-        )
+        await _store_and_queue(conn, repository, changed, job_id)
     elif removed:
         await resolve.resolve_repository(conn, repository)
     await conn.execute(Q["upsert_repository"], repository, commit, job_id)

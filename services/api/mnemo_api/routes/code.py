@@ -235,12 +235,35 @@ async def index(request: Request, st: AppState = Depends(state)) -> dict[str, An
     return await _index(st, body, _check_files(body, st), [])
 
 
+#: Skipped files named in a "no files to index" answer (the rest are counted).
+SKIPPED_NAMED = 10
+
+
+def nothing_to_index(skipped: list[Skipped], *, archive: bool) -> str:
+    """Why a request holds no file to index: what it had, what was skipped and why."""
+    if not skipped:
+        return "no files to index: " + (
+            "the archive holds no files" if archive else "the list is empty"
+        )
+    named = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:SKIPPED_NAMED])
+    more = len(skipped) - SKIPPED_NAMED
+    tail = f"; and {more} more" if more > 0 else ""
+    return f"no files to index: all {len(skipped)} skipped ({named}{tail})"
+
+
 async def _index(
     st: AppState,
     meta: ArchiveForm | IndexIn,
     files: list[code.SourceFile],
     skipped: list[Skipped],
 ) -> dict[str, Any]:
+    if not files:
+        # Never a job for nothing, and never a prune that would empty the repository.
+        archive = isinstance(meta, ArchiveForm)
+        raise InvalidInput(
+            "body.archive" if archive else "body.files",
+            nothing_to_index(skipped, archive=archive),
+        )
     async with transaction(st.pool) as conn:
         acc = await code.index_files(
             conn, meta.repository, files, commit=meta.commit, prune=meta.prune
