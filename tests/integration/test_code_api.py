@@ -99,7 +99,12 @@ async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> No
     sym = r.json()
     assert sym["kind"] == "function" and sym["path"] == "shop/pricing.py"
     assert [c["qualified_name"] for c in sym["callers"]] == ["shop.cart.Cart.checkout"]
-    assert sym["callers"][0]["path"] == "shop/cart.py" and sym["callers"][0]["line"]
+    # line: where the caller is defined; call_line: where it makes the call.
+    assert sym["callers"][0]["path"] == "shop/cart.py"
+    assert (sym["callers"][0]["line"], sym["callers"][0]["call_line"]) == (15, 16)
+    callees = {c["qualified_name"]: c for c in sym["callees"]}
+    assert callees["shop.pricing.apply_discount"]["line"] == 3
+    assert callees["shop.pricing.apply_discount"]["call_line"] == 9
     assert "shop.pricing.apply_discount" in {c["qualified_name"] for c in sym["callees"]}
     r = await api.post(
         "/v1/code/graph/traverse",

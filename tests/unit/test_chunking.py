@@ -661,3 +661,46 @@ def test_parsing_from_threads_matches_serial():
     with ThreadPoolExecutor(max_workers=4) as pool:
         threaded = list(pool.map(lambda item: parse_file(*item), sources))
     assert threaded == serial
+
+
+def test_each_call_records_its_own_line():
+    source = (
+        "def outer(x):\n"  # 1
+        "    a = first(x)\n"  # 2
+        "    if a:\n"  # 3
+        "        second(a)\n"  # 4
+        "    first(a)\n"  # 5: the same callee again: its first line counts
+        "    return third(\n"  # 6
+        "        a)\n"
+        "\n"
+        "setup()\n"  # 9: module-level code
+    )
+    parsed = parse_file("m.py", source)
+    fn = next(c for c in parsed.chunks if c.qualified_name == "m.outer")
+    assert list(zip(fn.calls, fn.call_lines, strict=True)) == [
+        ("first", 2),
+        ("second", 4),
+        ("third", 6),
+    ]
+    module = next(c for c in parsed.chunks if c.kind == "module")
+    assert list(zip(module.calls, module.call_lines, strict=True)) == [("setup", 9)]
+    from mnemo_indexer.records import edge_rows
+
+    lines = {(e.source, e.external): e.line for e in edge_rows(parsed) if e.relationship == "calls"}
+    assert lines == {
+        ("m.outer", "first"): 2,
+        ("m.outer", "second"): 4,
+        ("m.outer", "third"): 6,
+        ("m", "setup"): 9,
+    }
+
+
+def test_call_lines_of_split_units_follow_their_pieces():
+    body = "".join(f"    step{i}()\n" for i in range(30))
+    parsed = parse_file("big.py", "def big():\n" + body, max_chunk_lines=10)
+    pieces = [c for c in parsed.chunks if c.qualified_name.startswith("big.big")]
+    assert len(pieces) > 2
+    for piece in pieces:
+        for callee, line in zip(piece.calls, piece.call_lines, strict=True):
+            assert piece.start_line <= line <= piece.end_line
+            assert line == int(callee.removeprefix("step")) + 2

@@ -134,7 +134,8 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
             if owner != qn:
                 add(EdgeRow(owner, "contains", qn, (qn,), None, c.start_line))
         source = module if c.kind == "module" else qn
-        for callee in c.calls:
+        lines = c.call_lines or (c.start_line,) * len(c.calls)
+        for callee, line in zip(c.calls, lines, strict=True):
             cands, bare = call_candidates(
                 callee,
                 module=scope,
@@ -142,5 +143,5 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
                 imports=imports,
                 language=parsed.language,
             )
-            add(EdgeRow(source, "calls", callee, cands, bare, c.start_line))
+            add(EdgeRow(source, "calls", callee, cands, bare, line))
     return list(edges.values())

@@ -25,7 +25,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Chunk, dedupe, make_chunk, piece_name
+from .model import Chunk, dedupe_calls, make_chunk, piece_name
 
 
 @dataclass(slots=True, eq=False)
@@ -191,14 +191,14 @@ def _split_by_line(
     branches: list[int],
     *,
     strict: bool = False,
-) -> tuple[list[list[str]], list[int]]:
+) -> tuple[list[list[tuple[int, str]]], list[int]]:
     """Distribute calls and decision points over pieces by line.
 
     With ``strict``, items on lines outside every piece are dropped; otherwise
     they go to the closest piece starting before them.
     """
     starts = [g[0] for g in groups]
-    piece_calls: list[list[str]] = [[] for _ in groups]
+    piece_calls: list[list[tuple[int, str]]] = [[] for _ in groups]
     piece_branches = [0] * len(groups)
 
     def piece_of(line: int) -> int:
@@ -210,7 +210,7 @@ def _split_by_line(
     for line, callee in calls:
         k = piece_of(line)
         if k >= 0:
-            piece_calls[k].append(callee)
+            piece_calls[k].append((line, callee))
     for line in branches:
         k = piece_of(line)
         if k >= 0:
@@ -222,6 +222,7 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
     first, last = unit.start_line, unit.end_line
     lines = layout.lines
     if last - first + 1 <= layout.max_lines:
+        calls, call_lines = dedupe_calls(unit.calls)
         chunk = make_chunk(
             kind=unit.kind,
             name=unit.parts[-1],
@@ -231,7 +232,8 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
             content=_unit_text(unit, layout, list(range(first, last + 1))),
             signature=unit.signature,
             docstring=unit.docstring,
-            calls=dedupe([callee for _, callee in unit.calls]),
+            calls=calls,
+            call_lines=call_lines,
             complexity=1 + len(unit.branches),
             parent_qualified_name=unit.parent_qn,
         )
@@ -240,6 +242,7 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
     groups = pack_lines(lines, _own_lines(unit, units), layout.max_lines)
     piece_calls, piece_branches = _split_by_line(groups, unit.calls, unit.branches)
     for k, group in enumerate(groups):
+        calls, call_lines = dedupe_calls(piece_calls[k])
         chunk = make_chunk(
             kind=unit.kind,
             name=unit.parts[-1],
@@ -249,7 +252,8 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
             content=_unit_text(unit, layout, group),
             signature=unit.signature,
             docstring=unit.docstring if k == 0 else "",
-            calls=dedupe(piece_calls[k]),
+            calls=calls,
+            call_lines=call_lines,
             complexity=1 + piece_branches[k],
             parent_qualified_name=unit.parent_qn,
         )
@@ -296,6 +300,7 @@ def _emit_module(units: list[Unit], layout: Layout, out: list[tuple[_SortKey, Ch
                 doc_piece = k
     for k, group in enumerate(groups):
         lo, hi = group[0], group[-1]
+        calls, call_lines = dedupe_calls(piece_calls[k])
         chunk = make_chunk(
             kind="module",
             name=layout.file_name,
@@ -304,7 +309,8 @@ def _emit_module(units: list[Unit], layout: Layout, out: list[tuple[_SortKey, Ch
             end_line=hi,
             content=_text(layout.lines, group),
             docstring=layout.module_doc[1] if k == doc_piece and layout.module_doc else "",
-            calls=dedupe(piece_calls[k]),
+            calls=calls,
+            call_lines=call_lines,
             complexity=1 + piece_branches[k],
         )
         out.append(((lo, -hi, len(out)), chunk))
