@@ -342,3 +342,31 @@ async def test_minified_file_indexes_in_bounded_time(pool: asyncpg.Pool, parser:
     assert n > 10_000
     assert stored <= 2 * len(text), stored
     assert searched <= 10 * len(text), searched  # path, names and split identifiers on top
+
+
+async def test_commonjs_default_export_call_lands_on_the_function(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    files = {
+        "semver/functions/compare.js": "const compare = (a, b) => (a > b) - (a < b)\n"
+        "module.exports = compare\n",
+        "semver/functions/gt.js": "const compare = require('./compare')\n"
+        "const gt = (a, b) => compare(a, b) > 0\n"
+        "module.exports = gt\n",
+        "semver/functions/eq.js": "const cmp = require('./compare')\n"  # bound to another
+        "const eq = (a, b) => cmp(a, b) === 0\n"  # name: not followed, stays unresolved
+        "module.exports = eq\n",
+    }
+    await submit(pool, files)
+    await drain(pool, parser)
+    async with pool.acquire() as conn:
+        sym = await graphs.symbol(conn, "shop", "semver.functions.gt.gt")
+    [callee] = sym["callees"]
+    assert (callee["qualified_name"], callee["resolved"]) == (
+        "semver.functions.compare.compare",
+        True,
+    )
+    assert callee["path"] == "semver/functions/compare.js" and callee["call_line"] == 2
+    async with pool.acquire() as conn:
+        other = await graphs.symbol(conn, "shop", "semver.functions.eq.eq")
+    assert [(c["qualified_name"], c["resolved"]) for c in other["callees"]] == [("cmp", False)]

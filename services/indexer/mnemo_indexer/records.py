@@ -78,8 +78,9 @@ def call_candidates(
     """Where a call might land, best first, and the bare name for a last-resort unique match.
 
     ``self.f`` -> the enclosing class's ``f``; ``f`` -> the module's ``f``, an imported ``f``
-    or the class's ``f`` (first for languages with implicit ``this``); ``m.f`` -> through an
-    import of ``m``, or ``m.f`` itself, or a nested name of the module."""
+    (or the ``f`` inside an imported module ``f``, first) or the class's ``f`` (first for
+    languages with implicit ``this``); ``m.f`` -> through an import of ``m``, or ``m.f``
+    itself, or a nested name of the module."""
     callee = callee.rstrip("!").replace("::", ".").replace("->", ".")
     parts = [p for p in callee.split(".") if p]
     if not parts:
@@ -92,7 +93,15 @@ def call_candidates(
         return tuple(dict.fromkeys(cands)), rest[-1] if len(rest) == 1 else None
     if not rest:
         local = [f"{module}.{head}"] if module else [head]
-        via_import = [i for i in imports if i == head or i.endswith("." + head)]
+        # An import named like the call: the symbol itself (`from m import f`), or a module
+        # whose same-named export is called (`const compare = require('./compare')`), which
+        # wins when it exists.
+        via_import = [
+            c
+            for i in imports
+            if i == head or i.endswith("." + head)
+            for c in (f"{i}.{head}", i)
+        ]
         wildcard = [f"{i.removesuffix('.*')}.{head}" for i in imports if i.endswith(".*")]
         in_class = [f"{parent}.{head}"] if parent else []
         if language == "python":
