@@ -255,6 +255,19 @@ async def test_bad_strip_components(api: httpx.AsyncClient, value: str) -> None:
             "MNEMO_MAX_FILES_PER_REQUEST",
         ),
         ({"repository": "shop", "files": [{"path": "a.py", "content": ""}] * 2}, 422, "twice"),
+        (
+            {
+                "repository": "shop",
+                "files": [{"path": "a.cob", "content": "", "language": "cobol"}],
+            },
+            422,
+            "body.files.0.language: Value error, unknown language 'cobol'; one of c, cpp,",
+        ),
+        (
+            {"repository": "shop", "files": [{"path": "a", "content": "", "language": "../../x"}]},
+            422,
+            "tsx, typescript (or leave it out",
+        ),
         ({"repository": "bad name!", "files": []}, 422, "body.repository"),
         ({"files": []}, 422, "body.repository"),
     ],
@@ -313,3 +326,19 @@ async def test_json_index_bodies_get_the_body_limit(dsn: str) -> None:
             files={"archive": ("j.tar", b"\0" * 1_000_001, "application/x-tar")},
         )
         assert r.status_code == 413 and "MNEMO_MAX_ARCHIVE_BYTES" in r.json()["detail"]
+
+
+async def test_language_hint_is_used_and_case_insensitive(api: httpx.AsyncClient, dsn: str) -> None:
+    r = await api.post(
+        "/v1/code/index",
+        json={
+            "repository": "hint",
+            "files": [
+                {"path": "bin/tool", "content": "def main():\n    pass\n", "language": "Python"}
+            ],
+        },
+    )
+    assert r.status_code == 202, r.text
+    await drain(dsn)
+    got = await rows(dsn, "SELECT kind, qualified_name, language FROM code_chunks")
+    assert got == [{"kind": "function", "qualified_name": "bin.tool.main", "language": "python"}]

@@ -204,9 +204,7 @@ async def test_skipped_files_are_named_with_a_limit(api: httpx.AsyncClient) -> N
     assert detail.endswith("; and 4 more)")
 
 
-async def test_unknown_file_types_are_indexed_as_windows(
-    api: httpx.AsyncClient, dsn: str
-) -> None:
+async def test_unknown_file_types_are_indexed_as_windows(api: httpx.AsyncClient, dsn: str) -> None:
     files = {
         "semver/range.bnf": "range-set ::= range ( logical-or range ) *\n",
         "grammar.peg": "start <- expr !.\n",

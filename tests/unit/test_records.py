@@ -60,3 +60,10 @@ def test_call_candidates(
         callee, module=module, parent=parent, imports=imports, language=language
     )
     assert cands == expected
+
+
+def test_the_api_accepts_exactly_the_languages_the_indexer_parses() -> None:
+    from mnemo_core.code import LANGUAGES
+    from mnemo_indexer.chunking import SUPPORTED_LANGUAGES
+
+    assert LANGUAGES == SUPPORTED_LANGUAGES

@@ -21,6 +21,26 @@ from mnemo_core.queries import Q
 from mnemo_core.text import chunk_embed_text, module_path
 
 INDEX_JOB = "index_repository"
+#: The ``language`` hints a file may carry: the indexer's grammars plus markdown and text
+#: (mnemo_indexer.chunking.SUPPORTED_LANGUAGES, which a test keeps equal to this).
+LANGUAGES: frozenset[str] = frozenset(
+    {
+        "c",
+        "cpp",
+        "csharp",
+        "go",
+        "java",
+        "javascript",
+        "markdown",
+        "php",
+        "python",
+        "ruby",
+        "rust",
+        "text",
+        "tsx",
+        "typescript",
+    }
+)
 
 
 #: Content bytes per ``upsert_files`` statement: a big upload is written in several

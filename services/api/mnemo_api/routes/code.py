@@ -9,7 +9,7 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import FormData, UploadFile
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
@@ -31,7 +31,23 @@ class FileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: SafeStr = Field(min_length=1, max_length=1024)
     content: str  # checked with a message naming the file (NUL, UTF-8, size)
-    language: SafeStr | None = Field(default=None, max_length=32)
+    language: SafeStr | None = Field(
+        default=None,
+        max_length=32,
+        description="one of: " + ", ".join(sorted(code.LANGUAGES)) + " (default: detected)",
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.lower() not in code.LANGUAGES:
+            raise ValueError(
+                f"unknown language {v!r}; one of {', '.join(sorted(code.LANGUAGES))}"
+                " (or leave it out to detect it)"
+            )
+        return v.lower()
 
 
 class IndexIn(BaseModel):
