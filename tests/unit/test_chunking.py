@@ -704,3 +704,23 @@ def test_call_lines_of_split_units_follow_their_pieces():
         for callee, line in zip(piece.calls, piece.call_lines, strict=True):
             assert piece.start_line <= line <= piece.end_line
             assert line == int(callee.removeprefix("step")) + 2
+
+
+def test_a_missing_grammar_falls_back_to_windows_and_says_so_once(monkeypatch):
+    import structlog
+
+    from mnemo_indexer.chunking import parse as parse_module
+
+    def no_grammar(*_args, **_kwargs):
+        raise ImportError("No module named 'tree_sitter_python'")
+
+    monkeypatch.setattr(parse_module, "chunk_code", no_grammar)
+    parse_module._grammar_unavailable.cache_clear()
+    with structlog.testing.capture_logs() as logs:
+        first = parse_file("a.py", "def f():\n    return 1\n")
+        second = parse_file("b.py", "x = 1\n")
+    assert {c.kind for c in first.chunks + second.chunks} == {"window"}
+    assert first.language == "python"
+    events = [e for e in logs if e["event"] == "grammar_unavailable"]
+    assert [(e["language"], e["log_level"]) for e in events] == [("python", "warning")]
+    parse_module._grammar_unavailable.cache_clear()
