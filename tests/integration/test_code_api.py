@@ -99,7 +99,12 @@ async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> No
     sym = r.json()
     assert sym["kind"] == "function" and sym["path"] == "shop/pricing.py"
     assert [c["qualified_name"] for c in sym["callers"]] == ["shop.cart.Cart.checkout"]
-    assert sym["callers"][0]["path"] == "shop/cart.py" and sym["callers"][0]["line"]
+    # line: where the caller is defined; call_line: where it makes the call.
+    assert sym["callers"][0]["path"] == "shop/cart.py"
+    assert (sym["callers"][0]["line"], sym["callers"][0]["call_line"]) == (15, 16)
+    callees = {c["qualified_name"]: c for c in sym["callees"]}
+    assert callees["shop.pricing.apply_discount"]["line"] == 3
+    assert callees["shop.pricing.apply_discount"]["call_line"] == 9
     assert "shop.pricing.apply_discount" in {c["qualified_name"] for c in sym["callees"]}
     r = await api.post(
         "/v1/code/graph/traverse",
@@ -152,16 +157,82 @@ async def test_archive_upload(api: httpx.AsyncClient, dsn: str) -> None:
             tar.addfile(info, io.BytesIO(data))
     r = await api.post(
         "/v1/code/index",
-        data={"repository": "shop", "prune": "true"},
+        data={"repository": "shop", "prune": "true", "strip_components": "1"},
         files={"archive": ("shop.tar.gz", buf.getvalue(), "application/gzip")},
     )
     assert r.status_code == 202, r.text
     body = r.json()
     assert body["files"] == 6 and body["skipped"] == [
-        {"path": "shop-main/logo.png", "reason": "binary file (NUL bytes)"}
+        {"path": "logo.png", "reason": "binary file (NUL bytes)"}
     ]
     await drain(dsn)
     assert (await api.get(f"/v1/jobs/{body['job_id']}")).json()["status"] == "succeeded"
+    paths = {r["path"] for r in await rows(dsn, "SELECT path FROM code_files")}
+    assert paths == set(FILES)  # shop-main/ stripped, as asked
+
+
+async def rows(dsn: str, sql: str) -> list[dict]:
+    conn = await db.connect(dsn, application_name="test-code-api")
+    try:
+        return [dict(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+def tar_of(files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, content in files.items():
+            data = content.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+EMAIL = {
+    "email/__init__.py": "from email.message import Message\n\n"
+    "def message_from_string(s):\n    return Message(s)\n",
+    "email/message.py": "class Message:\n    def get_payload(self):\n        return 1\n",
+}
+
+
+async def test_archive_and_json_keep_a_lone_top_folder(api: httpx.AsyncClient, dsn: str) -> None:
+    """A folder holding only email/ is the package email: archive and JSON agree on it."""
+    r = await api.post(
+        "/v1/code/index",
+        data={"repository": "mail"},
+        files={"archive": ("mail.tgz", tar_of(EMAIL), "application/gzip")},
+    )
+    assert r.status_code == 202, r.text
+    r = await api.post("/v1/code/index", json={"repository": "mail2", "files": files_json(EMAIL)})
+    assert r.status_code == 202, r.text
+    await drain(dsn)
+    names = await rows(
+        dsn, "SELECT repository, path, qualified_name FROM code_chunks ORDER BY 1, 2, 3"
+    )
+    by_repo: dict[str, set[tuple[str, str]]] = {}
+    for n in names:
+        by_repo.setdefault(n["repository"], set()).add((n["path"], n["qualified_name"]))
+    assert by_repo["mail"] == by_repo["mail2"]
+    assert {
+        ("email/__init__.py", "email.message_from_string"),
+        ("email/message.py", "email.message.Message.get_payload"),
+    } <= by_repo["mail"]
+    r = await api.get("/v1/code/graph/mail/symbols/email.message_from_string")
+    assert [c["qualified_name"] for c in r.json()["callees"]] == ["email.message.Message"]
+
+
+@pytest.mark.parametrize("value", ["-1", "33", "two", "1.5"])
+async def test_bad_strip_components(api: httpx.AsyncClient, value: str) -> None:
+    r = await api.post(
+        "/v1/code/index",
+        data={"repository": "mail", "strip_components": value},
+        files={"archive": ("mail.tgz", tar_of(EMAIL), "application/gzip")},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith("body.strip_components")
+    assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
 
 
 @pytest.mark.parametrize(
@@ -184,6 +255,19 @@ async def test_archive_upload(api: httpx.AsyncClient, dsn: str) -> None:
             "MNEMO_MAX_FILES_PER_REQUEST",
         ),
         ({"repository": "shop", "files": [{"path": "a.py", "content": ""}] * 2}, 422, "twice"),
+        (
+            {
+                "repository": "shop",
+                "files": [{"path": "a.cob", "content": "", "language": "cobol"}],
+            },
+            422,
+            "body.files.0.language: Value error, unknown language 'cobol'; one of c, cpp,",
+        ),
+        (
+            {"repository": "shop", "files": [{"path": "a", "content": "", "language": "../../x"}]},
+            422,
+            "tsx, typescript (or leave it out",
+        ),
         ({"repository": "bad name!", "files": []}, 422, "body.repository"),
         ({"files": []}, 422, "body.repository"),
     ],
@@ -211,3 +295,50 @@ async def test_bad_archives(api: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 422
     assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
+
+
+async def test_json_index_bodies_get_the_body_limit(dsn: str) -> None:
+    """Only a multipart upload gets the archive limit; JSON on the same route does not."""
+    settings = make_settings(dsn, max_body_bytes=2000, max_archive_bytes=1_000_000)
+    big = "x = 1\n" * 500  # 3000 bytes
+    async for api in client_for(settings):
+        r = await api.post(
+            "/v1/code/index",
+            json={"repository": "j", "files": [{"path": "a.py", "content": big}]},
+        )
+        assert r.status_code == 413 and "MNEMO_MAX_BODY_BYTES" in r.json()["detail"]
+        # A JSON body claiming to be multipart is held to the archive limit but is no form.
+        r = await api.post(
+            "/v1/code/index",
+            content=b"{}" * 1500,
+            headers={"content-type": "multipart/form-data; boundary=x"},
+        )
+        assert r.status_code == 400 and "multipart" in r.json()["detail"], r.text
+        r = await api.post(
+            "/v1/code/index",
+            data={"repository": "j"},
+            files={"archive": ("j.tgz", tar_of({"a.py": big}), "application/gzip")},
+        )
+        assert r.status_code == 202, r.text
+        r = await api.post(
+            "/v1/code/index",
+            data={"repository": "j"},
+            files={"archive": ("j.tar", b"\0" * 1_000_001, "application/x-tar")},
+        )
+        assert r.status_code == 413 and "MNEMO_MAX_ARCHIVE_BYTES" in r.json()["detail"]
+
+
+async def test_language_hint_is_used_and_case_insensitive(api: httpx.AsyncClient, dsn: str) -> None:
+    r = await api.post(
+        "/v1/code/index",
+        json={
+            "repository": "hint",
+            "files": [
+                {"path": "bin/tool", "content": "def main():\n    pass\n", "language": "Python"}
+            ],
+        },
+    )
+    assert r.status_code == 202, r.text
+    await drain(dsn)
+    got = await rows(dsn, "SELECT kind, qualified_name, language FROM code_chunks")
+    assert got == [{"kind": "function", "qualified_name": "bin.tool.main", "language": "python"}]

@@ -76,13 +76,17 @@ def parser() -> ParsePool:
 
 
 async def submit(
-    pool: asyncpg.Pool, files: dict[str, str], prune: bool = False
+    pool: asyncpg.Pool,
+    files: dict[str, str],
+    prune: bool = False,
+    languages: dict[str, str] | None = None,
 ) -> code.IndexAccepted:
+    hints = languages or {}
     async with pool.acquire() as conn, conn.transaction():
         return await code.index_files(
             conn,
             "shop",
-            [code.SourceFile(p, c) for p, c in files.items()],
+            [code.SourceFile.of_text(p, c, hints.get(p)) for p, c in files.items()],
             commit=None,
             prune=prune,
         )
@@ -214,18 +218,30 @@ async def test_bad_files_fail_alone(pool: asyncpg.Pool, parser: ParsePool) -> No
         await submit(pool, {"nul.py": "a = 1\x00\n"})
     files = {
         "ok.py": "def fine():\n    return 1\n",
-        "blob.bin": "x",
+        "semver/range.bnf": "range-set ::= range ( logical-or range ) *\n",
+        "old.cob": "IDENTIFICATION DIVISION.\n",
         "deep.py": "x = " + "(" * 3000,
     }
-    acc = await submit(pool, files)
+    # A language hint the parser does not know (the API refuses it; an older row may hold
+    # one): that file fails alone, with a reason that names the problem once.
+    acc = await submit(pool, files, languages={"old.cob": "cobol"})
     await drain(pool, parser)
     job = await job_of(pool, acc.job_id)
     assert job["status"] == "failed"
     failed = {f["path"]: f["reason"] for f in job["result"]["files_failed"]}
-    assert set(failed) == {"blob.bin"}
-    assert "unsupported" in failed["blob.bin"]
-    assert job["result"]["files_indexed"] == 2
-    assert {f["item_kind"] for f in job["failures"]} == {"file"}
+    assert set(failed) == {"old.cob"}
+    assert failed["old.cob"].startswith("unsupported language 'cobol'")
+    assert "old.cob" not in failed["old.cob"]
+    assert job["error"] == f"old.cob: {failed['old.cob']}"
+    [item] = job["failures"]
+    assert item["item_kind"] == "file" and item["error"].count("old.cob") == 1
+    assert job["result"]["files_indexed"] == 3
+    async with pool.acquire() as conn:
+        kinds = await conn.fetch(
+            "SELECT k.kind, f.language FROM code_chunks k JOIN code_files f ON f.id = k.file_id"
+            " WHERE f.path = 'semver/range.bnf'"
+        )
+    assert [(r["kind"], r["language"]) for r in kinds] == [("window", "text")]
 
 
 async def test_pathological_file_is_retried_then_dead_lettered(pool: asyncpg.Pool) -> None:
@@ -289,7 +305,9 @@ async def test_dead_lettered_file_replays_after_the_cause_is_fixed(
 async def test_retry_of_an_index_job_reparses_failed_files(
     pool: asyncpg.Pool, parser: ParsePool
 ) -> None:
-    acc = await submit(pool, {"ok.py": "def a():\n    return 1\n", "odd.bin": "x"})
+    acc = await submit(
+        pool, {"ok.py": "def a():\n    return 1\n", "odd.bin": "x"}, languages={"odd.bin": "x"}
+    )
     await drain(pool, parser)
     job = await job_of(pool, acc.job_id)
     assert job["status"] == "failed"
@@ -300,3 +318,55 @@ async def test_retry_of_an_index_job_reparses_failed_files(
     job = await job_of(pool, acc.job_id)  # still unsupported: fails again, counted once
     assert job["status"] == "failed" and job["progress"]["failed"] == 1
     assert [f["path"] for f in job["result"]["files_failed"]] == ["odd.bin"]
+
+
+async def test_minified_file_indexes_in_bounded_time(pool: asyncpg.Pool, parser: ParsePool) -> None:
+    """A 200 KB single-line bundle: every chunk is cut at its unit, so what is stored (and
+    embedded) stays linear in the file (the audit saw 69 KB become 207 MB of chunks)."""
+    unit = "function a(){return 1};class K{m(){return this.n}static s(x){return x*2}};"
+    text = unit * (200_000 // len(unit))
+    acc = await submit(pool, {"dist/app.min.js": text})
+    started = asyncio.get_running_loop().time()
+    s = settings(parse_timeout_s=20)
+    await asyncio.wait_for(
+        IndexWorker(pool, s, parser, worker_id=f"i-{uuid.uuid4().hex[:6]}", once=True).run(), 60
+    )
+    parsed_in = asyncio.get_running_loop().time() - started
+    job = await job_of(pool, acc.job_id)
+    assert job["result"]["files_indexed"] == 1 and job["result"]["files_failed"] == [], job
+    assert parsed_in < 20, parsed_in
+    async with pool.acquire() as conn:
+        n, stored, searched = await conn.fetchrow(
+            "SELECT count(*), sum(length(content)), sum(length(search_text)) FROM code_chunks"
+        )
+    assert n > 10_000
+    assert stored <= 2 * len(text), stored
+    assert searched <= 10 * len(text), searched  # path, names and split identifiers on top
+
+
+async def test_commonjs_default_export_call_lands_on_the_function(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    files = {
+        "semver/functions/compare.js": "const compare = (a, b) => (a > b) - (a < b)\n"
+        "module.exports = compare\n",
+        "semver/functions/gt.js": "const compare = require('./compare')\n"
+        "const gt = (a, b) => compare(a, b) > 0\n"
+        "module.exports = gt\n",
+        "semver/functions/eq.js": "const cmp = require('./compare')\n"  # bound to another
+        "const eq = (a, b) => cmp(a, b) === 0\n"  # name: not followed, stays unresolved
+        "module.exports = eq\n",
+    }
+    await submit(pool, files)
+    await drain(pool, parser)
+    async with pool.acquire() as conn:
+        sym = await graphs.symbol(conn, "shop", "semver.functions.gt.gt")
+    [callee] = sym["callees"]
+    assert (callee["qualified_name"], callee["resolved"]) == (
+        "semver.functions.compare.compare",
+        True,
+    )
+    assert callee["path"] == "semver/functions/compare.js" and callee["call_line"] == 2
+    async with pool.acquire() as conn:
+        other = await graphs.symbol(conn, "shop", "semver.functions.eq.eq")
+    assert [(c["qualified_name"], c["resolved"]) for c in other["callees"]] == [("cmp", False)]

@@ -176,3 +176,21 @@ async def test_bad_values_are_named_before_the_database_sees_them(
     assert r.status_code == 422, r.text
     assert r.json()["detail"].startswith(field + ":"), r.json()
     assert "invalid value" not in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/code/index", "/v1/events", "/v1/events/batch", "/v1/search", "/v1/code/search"],
+)
+@pytest.mark.parametrize("depth", [5_000, 100_000])
+async def test_json_nested_past_the_parser_is_a_400(
+    api: httpx.AsyncClient, dsn: str, path: str, depth: int
+) -> None:
+    """Nesting the JSON parser gives up on (RecursionError) is an unreadable body on every
+    route, the code index included (it used to answer 500)."""
+    body = '{"repository": "r", "files": ' + "[" * depth + "]" * depth + "}"
+    r = await api.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"detail": "body: JSON nested too deeply to read"}
+    assert await intact(dsn) == (0, 0)
+    assert (await api.get("/v1/code/repositories")).json()["repositories"] == []

@@ -41,14 +41,52 @@ def zip_of(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def test_tar_gz_and_zip_unpack_with_common_root_stripped() -> None:
+def test_paths_are_kept_as_they_are() -> None:
+    """A lone top folder is a package as often as a wrapper: nothing is stripped unasked."""
     for data in (
-        tar_gz([("proj/a.py", b"x = 1\n", b"f"), ("proj/pkg/b.py", b"y = 2\n", b"f")]),
-        zip_of({"proj/a.py": b"x = 1\n", "proj/pkg/b.py": b"y = 2\n"}),
+        tar_gz([("email/__init__.py", b"x = 1\n", b"f"), ("email/message.py", b"y\n", b"f")]),
+        zip_of({"email/__init__.py": b"x = 1\n", "email/message.py": b"y\n"}),
     ):
         files, skipped = unpack(data, LIMITS)
-        assert sorted(f.path for f in files) == ["a.py", "pkg/b.py"]
+        assert sorted(f.path for f in files) == ["email/__init__.py", "email/message.py"]
         assert skipped == []
+
+
+def test_strip_components_like_tar() -> None:
+    for data in (
+        tar_gz(
+            [
+                ("repo-main/README", b"hi\n", b"f"),
+                ("repo-main/src/a.py", b"x = 1\n", b"f"),
+                ("top.txt", b"t\n", b"f"),
+            ]
+        ),
+        zip_of({"repo-main/README": b"hi\n", "repo-main/src/a.py": b"x = 1\n", "top.txt": b"t"}),
+    ):
+        files, skipped = unpack(data, LIMITS, strip_components=1)
+        assert sorted(f.path for f in files) == ["README", "src/a.py"]
+        assert [(s.path, s.reason) for s in skipped] == [
+            ("top.txt", "fewer than 2 path components (strip_components=1)")
+        ]
+        files, skipped = unpack(data, LIMITS, strip_components=2)
+        assert [f.path for f in files] == ["a.py"] and len(skipped) == 2
+
+
+def test_strip_components_checks_the_whole_path_first() -> None:
+    # Stripping never hides what is wrong with the part that goes.
+    with pytest.raises(InvalidInput, match="leaves the repository"):
+        unpack(tar_gz([("../x/a.py", b"x", b"f")]), LIMITS, strip_components=2)
+    with pytest.raises(InvalidInput, match="links"):
+        unpack(tar_gz([("top/link.py", None, b"l")]), LIMITS, strip_components=1)
+
+
+def test_paths_that_collide_after_stripping_are_reported() -> None:
+    data = tar_gz([("a/x.py", b"1\n", b"f"), ("b/x.py", b"2\n", b"f")])
+    files, skipped = unpack(data, LIMITS, strip_components=1)
+    assert [(f.path, f.data) for f in files] == [("x.py", b"1\n")]
+    assert [(s.path, s.reason) for s in skipped] == [
+        ("x.py", "appears twice in the archive (the first is kept)")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -354,7 +355,7 @@ def test_oversized_markdown_section_is_windowed():
         ),
         ("bad.js", "function ok() { return 1; }\nfunction broken( {\n", {"bad.ok"}),
         ("bad.go", "package x\nfunc Ok() int { return 1 }\nfunc Bad( {\n", {"bad.Ok"}),
-        ("bad.java", "class A { void ok() { f(); } void bad( { }\n", {"bad.A"}),
+        ("bad.java", "class A { void ok() { f(); } void bad( { }\n", {"A"}),
     ],
 )
 def test_syntax_errors_still_yield_chunks(path, source, expected_qn):
@@ -368,13 +369,26 @@ def test_nul_content_raises_parse_error():
     assert "NUL" in excinfo.value.reason
 
 
+@pytest.mark.parametrize("language", ["cobol", "../../x", ""])
+def test_unknown_language_hint_raises_parse_error(language):
+    with pytest.raises(ParseError) as excinfo:
+        parse_file("a.py", "text", language)
+    assert "unsupported language" in excinfo.value.reason
+    assert "a.py" not in excinfo.value.reason  # the caller puts the path next to it
+    assert "python" in excinfo.value.reason  # and the accepted ones are named
+
+
 @pytest.mark.parametrize(
-    ("path", "language"),
-    [("blob.bin", None), ("a.py", "cobol")],
+    "path",
+    ["semver/range.bnf", "grammar.peg", "blob.bin", "LICENSE-MIT", "scripts/run", "x.weird"],
 )
-def test_unsupported_raises_parse_error(path, language):
-    with pytest.raises(ParseError):
-        parse_file(path, "text", language)
+def test_unknown_text_files_become_line_windows(path):
+    text = "".join(f"rule{i} ::= a | b\n" for i in range(130))
+    parsed = parse_file(path, text)
+    assert parsed.language == "text"
+    assert {c.kind for c in parsed.chunks} == {"window"}
+    assert [(c.start_line, c.end_line) for c in parsed.chunks] == [(1, 60), (51, 110), (101, 130)]
+    assert parsed.chunks[0].content.startswith("rule0 ::= a | b\nrule1")
 
 
 @pytest.mark.parametrize(
@@ -456,10 +470,121 @@ def test_go_method_without_local_type_has_no_parent():
 
 
 def test_file_scoped_namespaces_prefix_names():
-    cs = parse_file("F.cs", "namespace Foo.Bar;\npublic class X { void M() { } }\n")
-    assert {c.qualified_name for c in cs.chunks} == {"F.Foo.Bar.X", "F.Foo.Bar.X.M"}
-    php = parse_file("f.php", "<?php\nnamespace A\\B;\nfunction g() { return 1; }\n")
-    assert [c.qualified_name for c in php.chunks] == ["f.A.B.g"]
+    # Java, C# and PHP qualify by the declared package or namespace alone, never by the path.
+    cs = parse_file("src/F.cs", "namespace Foo.Bar;\npublic class X { void M() { } }\n")
+    assert {c.qualified_name for c in cs.chunks} == {"Foo.Bar.X", "Foo.Bar.X.M"}
+    php = parse_file("lib/f.php", "<?php\nnamespace A\\B;\nfunction g() { return 1; }\n")
+    assert [c.qualified_name for c in php.chunks] == ["A.B.g"]
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "expected"),
+    [
+        # The audit's case: path module + namespace + class used to give
+        # php.Glob.google.appengine.runtime.Glob.doGlob.
+        (
+            "php/Glob.php",
+            "<?php\nnamespace google\\appengine\\runtime;\n"
+            "final class Glob {\n  public static function doGlob($p) { return 1; }\n}\n",
+            {"google.appengine.runtime.Glob", "google.appengine.runtime.Glob.doGlob"},
+        ),
+        (
+            "src/main/java/com/acme/Util.java",
+            "package com.acme;\n\npublic class Util {\n  static int one() { return 1; }\n}\n",
+            {"com.acme.Util", "com.acme.Util.one"},
+        ),
+        (
+            "Bank/Ledger.cs",
+            "namespace Bank { class Ledger { void Add() { } } }\n",
+            {"Bank", "Bank.Ledger", "Bank.Ledger.Add"},
+        ),
+        # Without a package or namespace: the global one, as the language has it.
+        ("app/Main.java", "class Main { void run() { } }\n", {"Main", "Main.run"}),
+        ("web/helpers.php", "<?php\nfunction h() { return 1; }\n", {"h"}),
+    ],
+)
+def test_namespace_languages_never_repeat_names(path, source, expected):
+    parsed = parse_file(path, source)
+    assert {c.qualified_name for c in parsed.chunks if c.kind != "module"} == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "expected"),
+    [
+        (
+            "__init__.py",
+            "from .message import Message\n\ndef message_from_string(s):\n    return s\n",
+            {("function", "message_from_string")},
+        ),
+        ("index.js", "export function main() { return 1; }\n", {("function", "main")}),
+        ("mod.rs", "pub fn run() {}\n", {("function", "run")}),
+        (
+            "__init__.py",
+            "X = compute()\n\nclass K:\n    def m(self):\n        return 1\n",
+            {("module", "__init__.py"), ("class", "K"), ("method", "K.m")},
+        ),
+    ],
+)
+def test_root_entry_file_names_are_top_level(path, source, expected):
+    """A root __init__.py (the repository is the package) never yields __init__.x."""
+    parsed = parse_file(path, source)
+    assert {(c.kind, c.qualified_name) for c in parsed.chunks} == expected
+    module = [c for c in parsed.chunks if c.kind == "module"]
+    assert all(c.name == path for c in module)
+
+
+# ---------------------------------------------------------------------------
+# minified code: a chunk is bounded by its unit, not by the line it sits on
+
+
+def _minified(size: int) -> str:
+    unit = "function a(){return 1};class K{m(){return this.n}static s(x){return x*2}};"
+    return unit * (size // len(unit))
+
+
+def test_minified_file_chunks_are_linear_in_its_size():
+    """Audit: `function a(){return 1};` x 3000 (69 KB) made 3000 chunks of 207 MB, because
+    every unit on the line carried the whole line."""
+    text = _minified(200_000)
+    started = time.perf_counter()
+    parsed = parse_file("dist/app.min.js", text)
+    elapsed = time.perf_counter() - started
+    assert len(parsed.chunks) > 10_000
+    total = sum(len(c.content) for c in parsed.chunks)
+    # Each byte is in its unit and, for methods, in their class: at most twice.
+    assert total <= 2 * len(text), total
+    assert elapsed < 10, elapsed
+    # Far into the line, every chunk is exactly its unit.
+    fn, cls, method, static = parsed.chunks[400:404]
+    assert (fn.kind, fn.content) == ("function", "function a(){return 1}")
+    assert (cls.kind, cls.content) == (
+        "class",
+        "class K{m(){return this.n}static s(x){return x*2}}",
+    )
+    assert (method.kind, method.content) == ("method", "m(){return this.n}")
+    assert (static.content, static.start_line, static.end_line) == ("static s(x){return x*2}", 1, 1)
+    assert all(c.content for c in parsed.chunks)
+
+
+def test_units_sharing_lines_with_little_text_keep_whole_lines():
+    js = (
+        "module.exports.encodeStream = module.exports.decodeStream = function () {\n"
+        '    throw new Error("no streams");\n'
+        "}; // streaming is off\n"
+    )
+    (chunk,) = [c for c in parse_file("i.js", js).chunks if c.kind == "function"]
+    assert chunk.content == js.rstrip("\n")  # whole lines, as before
+    rb = "class A\n  private def secret\n    1\n  end\nend\n"
+    method = next(c for c in parse_file("a.rb", rb).chunks if c.kind == "method")
+    assert method.content == "  private def secret\n    1\n  end"
+
+
+def test_a_long_shared_line_is_cut_at_the_unit():
+    head = "var x = [" + ", ".join(str(i) for i in range(100)) + "]; function f() {\n"
+    js = head + "  return 1;\n} " + "var y = 2; " * 20 + "\n"
+    (chunk,) = [c for c in parse_file("m.js", js).chunks if c.kind == "function"]
+    assert chunk.content == "function f() {\n  return 1;\n}"
+    assert (chunk.start_line, chunk.end_line) == (1, 3)
 
 
 def test_parsing_is_deterministic():
@@ -536,3 +661,66 @@ def test_parsing_from_threads_matches_serial():
     with ThreadPoolExecutor(max_workers=4) as pool:
         threaded = list(pool.map(lambda item: parse_file(*item), sources))
     assert threaded == serial
+
+
+def test_each_call_records_its_own_line():
+    source = (
+        "def outer(x):\n"  # 1
+        "    a = first(x)\n"  # 2
+        "    if a:\n"  # 3
+        "        second(a)\n"  # 4
+        "    first(a)\n"  # 5: the same callee again: its first line counts
+        "    return third(\n"  # 6
+        "        a)\n"
+        "\n"
+        "setup()\n"  # 9: module-level code
+    )
+    parsed = parse_file("m.py", source)
+    fn = next(c for c in parsed.chunks if c.qualified_name == "m.outer")
+    assert list(zip(fn.calls, fn.call_lines, strict=True)) == [
+        ("first", 2),
+        ("second", 4),
+        ("third", 6),
+    ]
+    module = next(c for c in parsed.chunks if c.kind == "module")
+    assert list(zip(module.calls, module.call_lines, strict=True)) == [("setup", 9)]
+    from mnemo_indexer.records import edge_rows
+
+    lines = {(e.source, e.external): e.line for e in edge_rows(parsed) if e.relationship == "calls"}
+    assert lines == {
+        ("m.outer", "first"): 2,
+        ("m.outer", "second"): 4,
+        ("m.outer", "third"): 6,
+        ("m", "setup"): 9,
+    }
+
+
+def test_call_lines_of_split_units_follow_their_pieces():
+    body = "".join(f"    step{i}()\n" for i in range(30))
+    parsed = parse_file("big.py", "def big():\n" + body, max_chunk_lines=10)
+    pieces = [c for c in parsed.chunks if c.qualified_name.startswith("big.big")]
+    assert len(pieces) > 2
+    for piece in pieces:
+        for callee, line in zip(piece.calls, piece.call_lines, strict=True):
+            assert piece.start_line <= line <= piece.end_line
+            assert line == int(callee.removeprefix("step")) + 2
+
+
+def test_a_missing_grammar_falls_back_to_windows_and_says_so_once(monkeypatch):
+    import structlog
+
+    from mnemo_indexer.chunking import parse as parse_module
+
+    def no_grammar(*_args, **_kwargs):
+        raise ImportError("No module named 'tree_sitter_python'")
+
+    monkeypatch.setattr(parse_module, "chunk_code", no_grammar)
+    parse_module._grammar_unavailable.cache_clear()
+    with structlog.testing.capture_logs() as logs:
+        first = parse_file("a.py", "def f():\n    return 1\n")
+        second = parse_file("b.py", "x = 1\n")
+    assert {c.kind for c in first.chunks + second.chunks} == {"window"}
+    assert first.language == "python"
+    events = [e for e in logs if e["event"] == "grammar_unavailable"]
+    assert [(e["language"], e["log_level"]) for e in events] == [("python", "warning")]
+    parse_module._grammar_unavailable.cache_clear()

@@ -245,3 +245,15 @@ def test_prometheus_examples_use_metrics_the_api_exposes() -> None:
     for alert, expr in alerts.items():
         for metric in re.findall(r"\b(mnemo_[a-z_]+)", expr):
             assert metric in names, f"{alert} uses {metric}, which /metrics does not expose"
+
+
+def test_dependencies_cover_what_each_part_imports() -> None:
+    """The CLI (installed with the core) walks folders with pathspec; the chunker needs
+    tree-sitter's QueryCursor (0.25+)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert any(d.startswith("pathspec") for d in project["dependencies"])
+    [ts] = [d for d in project["optional-dependencies"]["indexer"] if d.startswith("tree-sitter>")]
+    assert ts == "tree-sitter>=0.25"
+    import tree_sitter
+
+    assert hasattr(tree_sitter, "QueryCursor")

@@ -213,3 +213,21 @@ def test_lexical_terms(query: str, terms: list[str]) -> None:
 
     assert lexical_terms(query) == terms
     assert all(ch.isalnum() or ch in " |:*" for ch in tsquery(terms))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit", "expected"),
+    [
+        ([], 10, []),
+        ([3, 3, 3], 10, [[3, 3, 3]]),
+        ([4, 4, 4], 10, [[4, 4], [4]]),
+        ([20, 1, 1], 10, [[20], [1, 1]]),  # a file bigger than a batch goes alone
+        ([1, 20, 1], 10, [[1], [20], [1]]),
+        ([10, 10], 10, [[10], [10]]),
+    ],
+)
+def test_upsert_batches(sizes: list[int], limit: int, expected: list[list[int]]) -> None:
+    from mnemo_core.code import SourceFile, _batches
+
+    files = [SourceFile(f"f{i}", b"x" * n) for i, n in enumerate(sizes)]
+    assert [[len(f.data) for f in b] for b in _batches(files, limit)] == expected

@@ -64,12 +64,13 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             timeout_s=settings.query_timeout_s,
             dead_after_s=settings.worker_dead_after_s,
         )
-        app.state.mnemo = AppState(settings, pool, qe, QueueStatsCache())
-        ops_metrics.start(pool, app.state.mnemo.queue_stats)
+        app.state.mnemo = st = AppState(settings, pool, qe, QueueStatsCache())
+        ops_metrics.start(pool, st.queue_stats)
         log.info("api_ready", model=settings.embedding_model, dim=settings.embedding_dim)
         try:
             yield
         finally:
+            st.archive_thread.shutdown(wait=False, cancel_futures=True)
             await ops_metrics.stop()
             await qe.close()
             await pool.close()
@@ -93,8 +94,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
-        # Repository uploads are bigger than anything else.
-        per_path={"/v1/code/index": max(settings.max_body_bytes, settings.max_archive_bytes)},
+        # Archive uploads (multipart only) are bigger than anything else; a JSON body on the
+        # same route keeps the body limit.
+        multipart={"/v1/code/index": max(settings.max_body_bytes, settings.max_archive_bytes)},
     )
     # Outermost: counts and times every answer, the 401s and 413s too.
     app.add_middleware(metrics.RequestMetrics, ops=ops_metrics)

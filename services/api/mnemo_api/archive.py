@@ -1,7 +1,11 @@
 """Repository uploads as ``.tar.gz`` / ``.tgz`` / ``.tar`` or ``.zip``, unpacked in memory
 with every door closed: absolute paths, ``..``, links and special files refuse the whole
 archive; entry count and expanded size are bounded while decompressing (bombs stop early);
-binary, non-UTF-8 and oversized files are skipped and reported."""
+binary, non-UTF-8 and oversized files are skipped and reported.
+
+Paths are kept as they are in the archive: nothing is stripped unless asked. An archive
+made with a top folder (GitHub's, ``git archive --prefix=x/``, ``tar czf … -C ~/src x``)
+is unpacked with ``strip_components=1``, like ``tar --strip-components``."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import stat
 import tarfile
 import zipfile
 from dataclasses import dataclass
+from typing import Any, BinaryIO
 
 from mnemo_core.code import SourceFile
 from mnemo_core.errors import InvalidInput
@@ -52,13 +57,15 @@ def clean_path(raw: str, *, field: str, max_chars: int) -> str:
     return "/".join(p for p in path.split("/") if p and p != ".")
 
 
-def decode(path: str, data: bytes) -> str | Skipped:
-    if b"\x00" in data[:8192] or b"\x00" in data:
+def check_text(path: str, data: bytes) -> Skipped | None:
+    """Why a file's bytes are not indexable text (NUL bytes, not UTF-8), or None."""
+    if b"\x00" in data:
         return Skipped(path, "binary file (NUL bytes)")
     try:
-        return data.decode("utf-8")
+        data.decode("utf-8")  # validated, not kept: the bytes are what is stored
     except UnicodeDecodeError:
         return Skipped(path, "not valid UTF-8")
+    return None
 
 
 class _Counting(io.RawIOBase):
@@ -86,14 +93,16 @@ class _Counting(io.RawIOBase):
 
 
 class _Collector:
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, strip_components: int) -> None:
         self.limits = limits
+        self.strip_components = strip_components
         self.files: list[SourceFile] = []
         self.skipped: list[Skipped] = []
         self.entries = 0
         self.paths: set[str] = set()
 
     def entry(self, raw_name: str) -> str:
+        """The entry's whole path, checked (every entry is, whatever is stripped after)."""
         self.entries += 1
         if self.entries > self.limits.max_entries:
             raise TooLarge(
@@ -104,27 +113,33 @@ class _Collector:
             raw_name, field=f"archive entry {raw_name!r}", max_chars=self.limits.max_path_chars
         )
 
+    def target(self, path: str) -> str | None:
+        """The repository path of a file entry after ``strip_components``, or None (and a
+        skipped entry saying why) when the entry has too few components to keep."""
+        n = self.strip_components
+        if n == 0:
+            return path
+        parts = path.split("/")
+        if len(parts) <= n:
+            self.skipped.append(
+                Skipped(path, f"fewer than {n + 1} path components (strip_components={n})")
+            )
+            return None
+        return "/".join(parts[n:])
+
     def add(self, path: str, data: bytes) -> None:
-        text = decode(path, data)
-        if isinstance(text, Skipped):
-            self.skipped.append(text)
-        elif path not in self.paths:
+        bad = check_text(path, data)
+        if bad is not None:
+            self.skipped.append(bad)
+        elif path in self.paths:
+            self.skipped.append(Skipped(path, "appears twice in the archive (the first is kept)"))
+        else:
             self.paths.add(path)
-            self.files.append(SourceFile(path, text))
+            self.files.append(SourceFile(path, data))
 
 
-def _strip_common_root(files: list[SourceFile]) -> list[SourceFile]:
-    """``myproject/src/a.py`` -> ``src/a.py`` when every file shares one top folder."""
-    tops = {f.path.split("/", 1)[0] for f in files}
-    if len(tops) == 1 and all("/" in f.path for f in files):
-        return [SourceFile(f.path.split("/", 1)[1], f.content, f.language) for f in files]
-    return files
-
-
-def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
-    raw: io.BufferedIOBase = (
-        gzip.GzipFile(fileobj=io.BytesIO(data)) if data[:2] == b"\x1f\x8b" else io.BytesIO(data)
-    )
+def _tar(source: BinaryIO, gzipped: bool, limits: Limits, col: _Collector) -> None:
+    raw: Any = gzip.GzipFile(fileobj=source, mode="rb") if gzipped else source
     stream = io.BufferedReader(_Counting(raw, limits.max_expanded_bytes))
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
@@ -138,6 +153,10 @@ def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
                     raise InvalidInput(
                         f"archive entry {member.name!r}", "special files are not allowed"
                     )
+                target = col.target(path)
+                if target is None:
+                    continue
+                path = target
                 if member.size > limits.max_file_bytes:
                     col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
                     continue
@@ -147,9 +166,9 @@ def _tar(data: bytes, limits: Limits, col: _Collector) -> None:
         raise InvalidInput("archive", f"not a readable tar archive: {exc}") from exc
 
 
-def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
+def _zip(source: BinaryIO, limits: Limits, col: _Collector) -> None:
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = zipfile.ZipFile(source)
     except zipfile.BadZipFile as exc:
         raise InvalidInput("archive", f"not a readable zip archive: {exc}") from exc
     expanded = 0
@@ -165,6 +184,10 @@ def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
                 raise InvalidInput(
                     f"archive entry {info.filename!r}", "special files are not allowed"
                 )
+            target = col.target(path)
+            if target is None:
+                continue
+            path = target
             if info.file_size > limits.max_file_bytes:
                 col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
                 continue
@@ -189,11 +212,23 @@ def _zip(data: bytes, limits: Limits, col: _Collector) -> None:
             col.add(path, body)
 
 
-def unpack(data: bytes, limits: Limits) -> tuple[list[SourceFile], list[Skipped]]:
-    """The text files of an archive (zip or tar, gzip or not) and what was skipped."""
-    col = _Collector(limits)
-    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
-        _zip(data, limits, col)
+def unpack(
+    source: bytes | BinaryIO, limits: Limits, *, strip_components: int = 0
+) -> tuple[list[SourceFile], list[Skipped]]:
+    """The text files of an archive (zip or tar, gzip or not) and what was skipped.
+
+    ``source`` is the archive, or a seekable file holding it (an upload spooled to disk is
+    read from there, never copied into memory whole). Paths are the archive's own, less
+    their first ``strip_components`` folders; files with no more components than that are
+    skipped (listed with the reason). Blocking: run it off the event loop."""
+    if strip_components < 0:
+        raise InvalidInput("strip_components", "must be 0 or more")
+    stream: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
+    magic = stream.read(4)
+    stream.seek(0)
+    col = _Collector(limits, strip_components)
+    if magic in (b"PK\x03\x04", b"PK\x05\x06"):
+        _zip(stream, limits, col)
     else:
-        _tar(data, limits, col)
-    return _strip_common_root(col.files), col.skipped
+        _tar(stream, magic[:2] == b"\x1f\x8b", limits, col)
+    return col.files, col.skipped

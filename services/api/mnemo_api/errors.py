@@ -24,6 +24,15 @@ from mnemo_core.errors import (
 
 log = mlog.get(__name__)
 RETRY_AFTER_S = "5"
+#: What a JSON body nested beyond what the parser reads (about 1000 levels) is told.
+TOO_DEEP = "body: JSON nested too deeply to read"
+
+
+def too_deep(exc: RecursionError) -> StarletteHTTPException:
+    """A 400 for a JSON body the parser gave up on, like any other unreadable body."""
+    err = StarletteHTTPException(400, TOO_DEEP)
+    err.__cause__ = exc
+    return err
 
 
 def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -62,6 +71,8 @@ async def _http(_req: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
         # The framework's generic "error parsing the body": say what was wrong with it.
         return problem(422, f"body: is not valid UTF-8 (invalid byte at offset {cause.start})")
+    if exc.status_code == 400 and isinstance(cause, RecursionError):
+        return problem(400, TOO_DEEP)
     resp = problem(exc.status_code, str(exc.detail))
     for k, v in (exc.headers or {}).items():
         resp.headers[k] = v

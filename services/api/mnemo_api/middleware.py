@@ -46,30 +46,45 @@ class _TooLarge(HTTPException):
         super().__init__(413, detail)
 
 
-def _declared_length(scope: Scope) -> int:
+def _header(scope: Scope, wanted: bytes) -> bytes:
     for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return 0
-    return 0
+        if name == wanted:
+            return bytes(value)
+    return b""
+
+
+def _declared_length(scope: Scope) -> int:
+    try:
+        return int(_header(scope, b"content-length") or 0)
+    except ValueError:
+        return 0
 
 
 class BodyLimit:
-    """Refuse bodies over ``max_bytes``: by Content-Length up front, or while streaming."""
+    """Refuse bodies over ``max_bytes``: by Content-Length up front, or while streaming.
 
-    def __init__(self, app: ASGIApp, max_bytes: int, per_path: dict[str, int] | None = None):
+    ``multipart`` gives some paths a larger limit for ``multipart/form-data`` bodies only
+    (archive uploads, bounded by ``MNEMO_MAX_ARCHIVE_BYTES``); a JSON body on the same path
+    keeps ``max_bytes``."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, multipart: dict[str, int] | None = None):
         self.app = app
         self.max_bytes = max_bytes
-        self.per_path = per_path or {}
+        self.multipart = multipart or {}
+
+    def _limit(self, scope: Scope) -> tuple[int, str]:
+        upload = self.multipart.get(scope["path"])
+        if upload is not None:
+            ctype = _header(scope, b"content-type").lower()
+            if ctype.startswith(b"multipart/form-data"):
+                return upload, "MNEMO_MAX_ARCHIVE_BYTES"
+        return self.max_bytes, "MNEMO_MAX_BODY_BYTES"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.per_path.get(scope["path"], self.max_bytes)
-        setting = "MNEMO_MAX_BODY_BYTES" if limit == self.max_bytes else "MNEMO_MAX_ARCHIVE_BYTES"
+        limit, setting = self._limit(scope)
         detail = f"request body exceeds the limit of {limit} bytes ({setting})"
         if _declared_length(scope) > limit:
             await _reply(send, 413, detail)

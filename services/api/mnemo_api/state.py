@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,13 @@ class AppState:
     pool: asyncpg.Pool
     query_embedder: QueryEmbedder
     queue_stats: QueueStatsCache
+    # Archive uploads are unpacked and stored one at a time per process (the others wait,
+    # spooled on disk), always in the same thread: the memory one upload needs is reused by
+    # the next (one malloc arena), so the bound of one upload holds whatever the concurrency.
+    archive_slot: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    archive_thread: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="mnemo-archive")
+    )
 
 
 async def state(request: Request) -> AppState:

@@ -95,6 +95,9 @@ def walk(root: Path, max_file_bytes: int) -> tuple[list[tuple[str, bytes]], list
         for e in entries:
             p = Path(e.path)
             if e.is_symlink():
+                # Never followed (it may leave the folder); said, unless .gitignore hides it.
+                if not _ignored(p, e.is_dir(), specs):
+                    skipped.append((p.relative_to(root).as_posix(), "symbolic link"))
                 continue
             if e.is_dir():
                 if e.name not in VENDORED and not _ignored(p, True, specs):
@@ -104,21 +107,26 @@ def walk(root: Path, max_file_bytes: int) -> tuple[list[tuple[str, bytes]], list
 
     for p in visit(root):
         rel = p.relative_to(root).as_posix()
-        size = p.stat().st_size
-        if size > max_file_bytes:
+        if p.stat().st_size > max_file_bytes:
             skipped.append((rel, f"larger than {max_file_bytes} bytes"))
             continue
         data = p.read_bytes()
-        if b"\x00" in data[:8192]:
-            skipped.append((rel, "binary"))
-            continue
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            skipped.append((rel, "not UTF-8"))
-            continue
-        files.append((rel, data))
+        why = _not_text(data)
+        if why is None:
+            files.append((rel, data))
+        else:
+            skipped.append((rel, why))
     return files, skipped
+
+
+def _not_text(data: bytes) -> str | None:
+    if b"\x00" in data[:8192]:
+        return "binary"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    return None
 
 
 def tarball(files: list[tuple[str, bytes]]) -> bytes:
@@ -320,8 +328,12 @@ def register(sub: Any) -> None:
     se.add_argument("--mode", choices=["hybrid", "lexical", "vector"])
     se.add_argument("--limit", type=int, default=10)
     se.set_defaults(fn=cmd_search)
-    for which in ("symbol", "callers", "callees"):
-        p = code.add_parser(which, help=f"{which} of a symbol")
+    for which, what in (
+        ("symbol", "a symbol with its callers and callees"),
+        ("callers", "who calls a symbol"),
+        ("callees", "what a symbol calls"),
+    ):
+        p = code.add_parser(which, help=what)
         p.add_argument("repository")
         p.add_argument("qualified_name")
         p.set_defaults(fn=cmd_symbol, which=which)

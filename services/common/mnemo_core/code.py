@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -21,17 +21,65 @@ from mnemo_core.queries import Q
 from mnemo_core.text import chunk_embed_text, module_path
 
 INDEX_JOB = "index_repository"
+#: The ``language`` hints a file may carry: the indexer's grammars plus markdown and text
+#: (mnemo_indexer.chunking.SUPPORTED_LANGUAGES, which a test keeps equal to this).
+LANGUAGES: frozenset[str] = frozenset(
+    {
+        "c",
+        "cpp",
+        "csharp",
+        "go",
+        "java",
+        "javascript",
+        "markdown",
+        "php",
+        "python",
+        "ruby",
+        "rust",
+        "text",
+        "tsx",
+        "typescript",
+    }
+)
+
+
+#: Content bytes per ``upsert_files`` statement: a big upload is written in several
+#: statements of one transaction, never as one message holding every file at once.
+UPSERT_BATCH_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class SourceFile:
+    """A file to index. ``data`` is its UTF-8 content, kept as bytes: an archive's files are
+    never also held decoded (``of_text`` builds one from a JSON upload's string)."""
+
     path: str
-    content: str
+    data: bytes
     language: str | None = None
+    content_hash: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "content_hash", hashlib.sha256(self.data).hexdigest())
+
+    @classmethod
+    def of_text(cls, path: str, content: str, language: str | None = None) -> SourceFile:
+        return cls(path, content.encode("utf-8"), language)
 
     @property
-    def content_hash(self) -> str:
-        return hashlib.sha256(self.content.encode("utf-8", "surrogatepass")).hexdigest()
+    def content(self) -> str:
+        return self.data.decode("utf-8")
+
+
+def _batches(files: Sequence[SourceFile], max_bytes: int) -> Iterator[Sequence[SourceFile]]:
+    """Consecutive runs of files holding at most ``max_bytes`` of content (or one file)."""
+    start, size = 0, 0
+    for i, f in enumerate(files):
+        if i > start and size + len(f.data) > max_bytes:
+            yield files[start:i]
+            start, size = i, 0
+        size += len(f.data)
+    if start < len(files):
+        yield files[start:]
 
 
 @dataclass(frozen=True)
@@ -49,6 +97,35 @@ async def _settle_pending(conn: asyncpg.Connection, per_job: Sequence[asyncpg.Re
         await jobs.progress(conn, r["job_id"], total=-r["n"])
 
 
+async def _store_and_queue(
+    conn: asyncpg.Connection, repository: str, changed: Sequence[SourceFile], job_id: uuid.UUID
+) -> None:
+    """Upsert the changed files as pending for ``job_id`` (a few MiB a statement) and queue
+    their ids on ``index``."""
+    ids: list[str] = []
+    for batch in _batches(changed, UPSERT_BATCH_BYTES):
+        rows = await conn.fetch(
+            Q["upsert_files"],
+            repository,
+            [f.path for f in batch],
+            [module_path(f.path) for f in batch],
+            [f.language for f in batch],
+            [f.content for f in batch],  # decoded one batch at a time
+            [f.content_hash for f in batch],
+            [len(f.data) for f in batch],
+            job_id,
+        )
+        ids += [str(r["id"]) for r in rows]
+    await queue.send_many(
+        conn,
+        queue.INDEX,
+        [
+            {"v": 1, "job_id": str(job_id), "kind": "file", "ids": ids[i : i + FILES_PER_MESSAGE]}
+            for i in range(0, len(ids), FILES_PER_MESSAGE)
+        ],
+    )
+
+
 async def index_files(
     conn: asyncpg.Connection,
     repository: str,
@@ -58,9 +135,13 @@ async def index_files(
     prune: bool,
 ) -> IndexAccepted:
     """Store new and changed files and queue them for the indexer, in the caller's
-    transaction. Unchanged files (same content hash, already indexed) cost nothing."""
+    transaction. Unchanged files (same content hash, already indexed) cost nothing. An
+    empty ``files`` is refused: it would make a job for nothing, or with ``prune`` empty the
+    repository (``delete_repository`` does that on purpose)."""
+    if not files:
+        raise InvalidInput("files", "no files to index")
     for i, f in enumerate(files):
-        if "\x00" in f.content:
+        if b"\x00" in f.data:
             raise InvalidInput(f"files.{i}.content", f"{f.path} contains NUL bytes (binary?)")
     await conn.execute(Q["upsert_repository"], repository, commit, None)
     await conn.execute(Q["lock_repository"], repository)
@@ -110,31 +191,7 @@ async def index_files(
         await _settle_pending(conn, await conn.fetch(Q["pending_chunks_of_files"], removed))
         await conn.fetch(Q["delete_files"], removed)
     if changed:
-        rows = await conn.fetch(
-            Q["upsert_files"],
-            repository,
-            [f.path for f in changed],
-            [module_path(f.path) for f in changed],
-            [f.language for f in changed],
-            [f.content for f in changed],
-            [f.content_hash for f in changed],
-            [len(f.content.encode("utf-8", "surrogatepass")) for f in changed],
-            job_id,
-        )
-        ids = [str(r["id"]) for r in rows]
-        await queue.send_many(
-            conn,
-            queue.INDEX,
-            [
-                {
-                    "v": 1,
-                    "job_id": str(job_id),
-                    "kind": "file",
-                    "ids": ids[i : i + FILES_PER_MESSAGE],
-                }
-                for i in range(0, len(ids), FILES_PER_MESSAGE)
-            ],
-        )
+        await _store_and_queue(conn, repository, changed, job_id)
     elif removed:
         await resolve.resolve_repository(conn, repository)
     await conn.execute(Q["upsert_repository"], repository, commit, job_id)

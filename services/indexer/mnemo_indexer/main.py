@@ -37,7 +37,12 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
     app_name = f"mnemo-indexer:{worker_id}"
     await service.wait_for_schema(settings.dsn(), application_name=app_name)
     processes = args.processes if args.processes is not None else settings.parse_processes
-    parser = ParsePool(processes, settings.parse_timeout_s)
+    parser = ParsePool(
+        processes,
+        settings.parse_timeout_s,
+        log_format=settings.log_format,
+        log_level=settings.log_level,
+    )
     pool = await db.create_pool(settings.dsn(), application_name=app_name, min_size=1, max_size=4)
     try:
         worker = IndexWorker(pool, settings, parser, worker_id=worker_id, once=args.once)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pebble import ProcessExpired, ProcessPool
 
+from mnemo_core import logging as mlog
 from mnemo_indexer.chunking import ParsedFile, ParseError, parse_file
 from mnemo_indexer.records import ChunkRow, EdgeRow, chunk_rows, edge_rows
 
@@ -40,11 +41,17 @@ def parse_and_build(path: str, content: str, language: str | None) -> FileRows:
 
 
 class ParsePool:
-    def __init__(self, processes: int, timeout_s: float) -> None:
+    def __init__(
+        self, processes: int, timeout_s: float, *, log_format: str = "auto", log_level: str = "info"
+    ) -> None:
         self.timeout_s = timeout_s
-        # forkserver: never fork a process that runs an event loop and threads.
+        # forkserver: never fork a process that runs an event loop and threads. Each parser
+        # process logs like its indexer (a missing grammar is said once per process).
         self._pool = ProcessPool(
-            max_workers=max(1, processes), context=multiprocessing.get_context("forkserver")
+            max_workers=max(1, processes),
+            context=multiprocessing.get_context("forkserver"),
+            initializer=mlog.configure,
+            initargs=("indexer-parser", log_format, log_level),
         )
 
     async def parse(self, path: str, content: str, language: str | None) -> FileRows:

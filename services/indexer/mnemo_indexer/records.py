@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from mnemo_core.text import chunk_embed_text, chunk_search_text, module_path
 from mnemo_indexer.chunking import Chunk, ParsedFile
+from mnemo_indexer.chunking.names import file_qualified_name
 
 NON_SYMBOL_KINDS = frozenset({"module", "section", "window"})
 SELF_NAMES = frozenset({"self", "this", "cls", "@"})
@@ -77,8 +78,9 @@ def call_candidates(
     """Where a call might land, best first, and the bare name for a last-resort unique match.
 
     ``self.f`` -> the enclosing class's ``f``; ``f`` -> the module's ``f``, an imported ``f``
-    or the class's ``f`` (first for languages with implicit ``this``); ``m.f`` -> through an
-    import of ``m``, or ``m.f`` itself, or a nested name of the module."""
+    (or the ``f`` inside an imported module ``f``, first) or the class's ``f`` (first for
+    languages with implicit ``this``); ``m.f`` -> through an import of ``m``, or ``m.f``
+    itself, or a nested name of the module."""
     callee = callee.rstrip("!").replace("::", ".").replace("->", ".")
     parts = [p for p in callee.split(".") if p]
     if not parts:
@@ -91,7 +93,15 @@ def call_candidates(
         return tuple(dict.fromkeys(cands)), rest[-1] if len(rest) == 1 else None
     if not rest:
         local = [f"{module}.{head}"] if module else [head]
-        via_import = [i for i in imports if i == head or i.endswith("." + head)]
+        # An import named like the call: the symbol itself (`from m import f`), or a module
+        # whose same-named export is called (`const compare = require('./compare')`), which
+        # wins when it exists.
+        via_import = [
+            c
+            for i in imports
+            if i == head or i.endswith("." + head)
+            for c in (f"{i}.{head}", i)
+        ]
         wildcard = [f"{i.removesuffix('.*')}.{head}" for i in imports if i.endswith(".*")]
         in_class = [f"{parent}.{head}"] if parent else []
         if language == "python":
@@ -112,7 +122,8 @@ def call_candidates(
 
 
 def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
-    module = module_path(parsed.path) or parsed.path
+    module = file_qualified_name(parsed.path)  # the file in the graph, never empty
+    scope = module_path(parsed.path)  # what its top-level names are prefixed with
     imports = tuple(
         dict.fromkeys(c for i in parsed.imports for c in resolve_import(parsed.path, i))
     )
@@ -132,13 +143,14 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
             if owner != qn:
                 add(EdgeRow(owner, "contains", qn, (qn,), None, c.start_line))
         source = module if c.kind == "module" else qn
-        for callee in c.calls:
+        lines = c.call_lines or (c.start_line,) * len(c.calls)
+        for callee, line in zip(c.calls, lines, strict=True):
             cands, bare = call_candidates(
                 callee,
-                module=module,
+                module=scope,
                 parent=c.parent_qualified_name,
                 imports=imports,
                 language=parsed.language,
             )
-            add(EdgeRow(source, "calls", callee, cands, bare, c.start_line))
+            add(EdgeRow(source, "calls", callee, cands, bare, line))
     return list(edges.values())

@@ -355,7 +355,7 @@ class IndexWorker(QueueWorker):
             done=counts["files"],
             failed=counts["failed"],
             total=counts["queued"],
-            error=failures[-1]["reason"] if failures else None,
+            error=f"{failures[-1]['path']}: {failures[-1]['reason']}" if failures else None,
             attempts=msg.read_ct,
         )
         await conn.execute(

@@ -3,13 +3,17 @@ and by name, walk the call graph, list and delete repositories."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.datastructures import FormData, UploadFile
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
+from mnemo_api.errors import too_deep
 from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
@@ -29,7 +33,23 @@ class FileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: SafeStr = Field(min_length=1, max_length=1024)
     content: str  # checked with a message naming the file (NUL, UTF-8, size)
-    language: SafeStr | None = Field(default=None, max_length=32)
+    language: SafeStr | None = Field(
+        default=None,
+        max_length=32,
+        description="one of: " + ", ".join(sorted(code.LANGUAGES)) + " (default: detected)",
+    )
+
+    @field_validator("language")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.lower() not in code.LANGUAGES:
+            raise ValueError(
+                f"unknown language {v!r}; one of {', '.join(sorted(code.LANGUAGES))}"
+                " (or leave it out to detect it)"
+            )
+        return v.lower()
 
 
 class IndexIn(BaseModel):
@@ -38,6 +58,24 @@ class IndexIn(BaseModel):
     files: list[FileIn]
     commit: SafeStr | None = Field(default=None, max_length=200)
     prune: bool = False
+
+
+#: Deepest ``strip_components`` accepted (tar has no limit; nobody nests archives deeper).
+MAX_STRIP_COMPONENTS = 32
+
+
+class ArchiveForm(BaseModel):
+    """The form fields of a multipart archive upload (``archive`` is the file)."""
+
+    repository: Repo
+    commit: SafeStr | None = Field(default=None, max_length=200)
+    prune: bool = False
+    strip_components: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_STRIP_COMPONENTS,
+        description="leading folders removed from every archive path (tar --strip-components)",
+    )
 
 
 class SearchIn(BaseModel):
@@ -101,55 +139,64 @@ def _check_files(body: IndexIn, st: AppState) -> list[code.SourceFile]:
             raise InvalidInput(f"{field}.path", f"{path} appears twice")
         seen.add(path)
         try:
-            size = len(f.content.encode("utf-8"))
+            data = f.content.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise InvalidInput(f"{field}.content", f"{path} is not valid UTF-8") from exc
-        if size > s.max_file_bytes:
+        if len(data) > s.max_file_bytes:
             raise InvalidInput(
                 f"{field}.content",
-                f"{path} has {size} bytes; at most "
+                f"{path} has {len(data)} bytes; at most "
                 f"{s.max_file_bytes} per file (MNEMO_MAX_FILE_BYTES)",
             )
-        if "\x00" in f.content:
+        if b"\x00" in data:
             raise InvalidInput(f"{field}.content", f"{path} contains NUL bytes (binary?)")
-        out.append(code.SourceFile(path, f.content, f.language))
+        out.append(code.SourceFile(path, data, f.language))
     return out
 
 
-async def _from_multipart(
-    request: Request, st: AppState
-) -> tuple[IndexIn, list[code.SourceFile], list[Skipped]]:
-    limit = st.settings.max_archive_bytes
-    async with request.form(max_files=1, max_fields=10, max_part_size=limit) as form:
-        upload = form.get("archive") or form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InvalidInput(
-                "body.archive", "attach the repository as a file field named 'archive'"
-            )
-        data = await upload.read()
-        fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
-    if len(data) > limit:
-        raise TooLarge(
-            "body.archive", f"{len(data)} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)"
-        )
+def _archive_form(form: FormData, limit: int) -> tuple[ArchiveForm, UploadFile]:
+    upload = form.get("archive") or form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise InvalidInput("body.archive", "attach the repository as a file field named 'archive'")
+    size = upload.size or 0
+    if size > limit:
+        raise TooLarge("body.archive", f"{size} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)")
+    fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
     try:
-        meta = IndexIn(
-            repository=fields.get("repository", ""),
-            files=[],
-            commit=fields.get("commit") or None,
-            prune=fields.get("prune", "false").lower() in ("1", "true", "yes", "on"),
+        meta = ArchiveForm.model_validate(
+            {
+                "repository": fields.get("repository", ""),
+                "commit": fields.get("commit") or None,
+                "prune": fields.get("prune") or False,
+                "strip_components": fields.get("strip_components") or 0,
+            }
         )
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(f"body.{'.'.join(map(str, first['loc']))}", first["msg"]) from exc
-    files, skipped = unpack(data, _limits(st))
-    if len(files) > st.settings.max_files_per_request:
-        raise InvalidInput(
-            "body.archive",
-            f"{len(files)} files; at most "
-            f"{st.settings.max_files_per_request} (MNEMO_MAX_FILES_PER_REQUEST)",
-        )
-    return meta, files, skipped
+    return meta, upload
+
+
+async def _index_archive(request: Request, st: AppState) -> dict[str, Any]:
+    """The archive part is spooled to a temporary file (on disk past 1 MiB) while it streams
+    in; then, one upload at a time per process, it is unpacked from there in the archive
+    thread (never a second copy in memory, never a blocked event loop) and stored."""
+    limit = st.settings.max_archive_bytes
+    async with request.form(max_files=1, max_fields=10, max_part_size=limit) as form:
+        meta, upload = _archive_form(form, limit)
+        async with st.archive_slot:
+            await upload.seek(0)
+            files, skipped = await asyncio.get_running_loop().run_in_executor(
+                st.archive_thread,
+                partial(unpack, upload.file, _limits(st), strip_components=meta.strip_components),
+            )
+            if len(files) > st.settings.max_files_per_request:
+                raise InvalidInput(
+                    "body.archive",
+                    f"{len(files)} files; at most "
+                    f"{st.settings.max_files_per_request} (MNEMO_MAX_FILES_PER_REQUEST)",
+                )
+            return await _index(st, meta, files, skipped)
 
 
 @router.post(
@@ -168,6 +215,14 @@ async def _from_multipart(
                             "archive": {"type": "string", "format": "binary"},
                             "commit": {"type": "string"},
                             "prune": {"type": "boolean"},
+                            "strip_components": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "maximum": MAX_STRIP_COMPONENTS,
+                                "default": 0,
+                                "description": "leading folders removed from every archive "
+                                "path, like tar --strip-components (GitHub archives: 1)",
+                            },
                         },
                     }
                 },
@@ -178,23 +233,55 @@ async def _from_multipart(
 )
 async def index(request: Request, st: AppState = Depends(state)) -> dict[str, Any]:
     """Index a repository: a JSON list of files, or a multipart upload of a .tar.gz/.zip
-    (field ``archive``). Unchanged files (same content) are skipped; with ``prune``, files
-    of the repository missing from the request are removed. Poll the job for progress."""
+    (field ``archive``; its paths are kept as they are, less ``strip_components`` leading
+    folders). Unchanged files (same content) are skipped; with ``prune``, files of the
+    repository missing from the request are removed. Poll the job for progress."""
     ctype = request.headers.get("content-type", "")
-    skipped: list[Skipped] = []
     if ctype.startswith("multipart/form-data"):
-        meta, files, skipped = await _from_multipart(request, st)
-    else:
-        try:
-            raw = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidInput("body", "expected JSON or a multipart archive upload") from exc
-        try:
-            meta = IndexIn.model_validate(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidInput("body." + ".".join(map(str, first["loc"])), first["msg"]) from exc
-        files = _check_files(meta, st)
+        return await _index_archive(request, st)
+    try:
+        raw = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("body", "expected JSON or a multipart archive upload") from exc
+    except RecursionError as exc:  # the other routes' parser answers the same
+        raise too_deep(exc) from exc
+    try:
+        body = IndexIn.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput("body." + ".".join(map(str, first["loc"])), first["msg"]) from exc
+    return await _index(st, body, _check_files(body, st), [])
+
+
+#: Skipped files named in a "no files to index" answer (the rest are counted).
+SKIPPED_NAMED = 10
+
+
+def nothing_to_index(skipped: list[Skipped], *, archive: bool) -> str:
+    """Why a request holds no file to index: what it had, what was skipped and why."""
+    if not skipped:
+        return "no files to index: " + (
+            "the archive holds no files" if archive else "the list is empty"
+        )
+    named = "; ".join(f"{s.path}: {s.reason}" for s in skipped[:SKIPPED_NAMED])
+    more = len(skipped) - SKIPPED_NAMED
+    tail = f"; and {more} more" if more > 0 else ""
+    return f"no files to index: all {len(skipped)} skipped ({named}{tail})"
+
+
+async def _index(
+    st: AppState,
+    meta: ArchiveForm | IndexIn,
+    files: list[code.SourceFile],
+    skipped: list[Skipped],
+) -> dict[str, Any]:
+    if not files:
+        # Never a job for nothing, and never a prune that would empty the repository.
+        archive = isinstance(meta, ArchiveForm)
+        raise InvalidInput(
+            "body.archive" if archive else "body.files",
+            nothing_to_index(skipped, archive=archive),
+        )
     async with transaction(st.pool) as conn:
         acc = await code.index_files(
             conn, meta.repository, files, commit=meta.commit, prune=meta.prune

@@ -29,6 +29,10 @@ appends the capture names.  Rules are interpreted by :mod:`.treesitter`:
 ``body``         node type -> field path of the body (default ``body``).
 ``constructors`` method names that are constructors; :data:`CLASS_NAME_CONSTRUCTOR`
                  means "a method named like its class".
+``path_scoped``  whether qualified names start with the file's module path. False for
+                 languages whose names come from a declared package or namespace
+                 (Java, C#, PHP): ``com.example.bank.Account.deposit``, never
+                 ``Account.com.example.bank.Account.deposit``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class LangSpec:
     docstring: str | None = None
     constructors: frozenset[str] = frozenset()
     import_calls: frozenset[str] = frozenset()
+    path_scoped: bool = True
 
 
 def _and_or(node: str, operators: str, field_name: str = "operator") -> str:
@@ -271,7 +276,9 @@ SPECS: Mapping[str, LangSpec] = MappingProxyType(
             ),
             imports=(("(import_declaration)", "java_import"),),
             comments=("line_comment", "block_comment"),
+            scopes=("(package_declaration)",),
             trivial=frozenset({"package_declaration", "module_declaration"}),
+            path_scoped=False,
         ),
         "c": LangSpec(
             grammar=("tree_sitter_c", "language"),
@@ -360,6 +367,7 @@ SPECS: Mapping[str, LangSpec] = MappingProxyType(
             imports=(("(using_directive)", "csharp_using"),),
             scopes=("(file_scoped_namespace_declaration)",),
             trivial=frozenset({"file_scoped_namespace_declaration", "extern_alias_directive"}),
+            path_scoped=False,
         ),
         "php": LangSpec(
             grammar=("tree_sitter_php", "language_php"),
@@ -405,6 +413,7 @@ SPECS: Mapping[str, LangSpec] = MappingProxyType(
             scopes=("(namespace_definition !body)",),
             trivial=frozenset({"php_tag", "namespace_definition"}),
             constructors=frozenset({"__construct"}),
+            path_scoped=False,
         ),
     }
 )

@@ -6,6 +6,10 @@ document order.
 
 * A unit of at most ``max_lines`` lines becomes one chunk holding its full text
   (children included; their calls and decision points are not counted).
+* A chunk holds whole lines (indentation kept) when the unit shares its first and last
+  lines only with whitespace or a little text (``private``, ``});``).  Otherwise - a
+  minified line holding thousands of units - it is cut at the unit's own bytes, so the
+  text of all chunks stays linear in the size of the file.
 * A larger unit keeps only its *own* lines (those not inside a child unit),
   packed into pieces of at most ``max_lines`` lines.  The first piece carries
   the qualified name, the next ones get ``@2``, ``@3``...  Nothing is truncated.
@@ -16,11 +20,12 @@ document order.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Chunk, dedupe, make_chunk, piece_name
+from .model import Chunk, dedupe_calls, make_chunk, piece_name
 
 
 @dataclass(slots=True, eq=False)
@@ -50,14 +55,46 @@ class Unit:
     branches: list[int] = field(default_factory=list)
 
 
+#: Bytes a unit may share its first or last line with (besides whitespace) and still take
+#: the whole line: a ``private `` or ``export `` before it, a ``});`` or a trailing comment
+#: after it.  More than that (a minified line) and the chunk is cut at the unit's bytes.
+SHARED_LINE_BYTES = 80
+
+
+class LineIndex:
+    """Byte offsets per line of a file (index 0 = line 1): where the line starts, where its
+    code starts (first non-blank byte) and ends (past the last one). One pass over it."""
+
+    __slots__ = ("code_ends", "code_starts", "size", "starts")
+
+    def __init__(self, src: bytes) -> None:
+        self.starts: list[int] = []
+        self.code_starts: list[int] = []
+        self.code_ends: list[int] = []
+        self.size = len(src)
+        pos = 0
+        for line in src.split(b"\n"):
+            self.starts.append(pos)
+            self.code_starts.append(pos + len(line) - len(line.lstrip()))
+            self.code_ends.append(pos + len(line.rstrip()))
+            pos += len(line) + 1
+
+    def line_end(self, line: int) -> int:
+        """Byte offset of the end of 1-based ``line`` (its newline, or the end of the file)."""
+        return self.starts[line] - 1 if line < len(self.starts) else self.size
+
+
 @dataclass(slots=True)
 class Layout:
     """File-wide inputs of :func:`build_chunks`."""
 
+    src: bytes
+    index: LineIndex
     lines: list[str]
     n_lines: int
     max_lines: int
-    prefix: str
+    file_qn: str  # qualified name of module-level chunks (names.file_qualified_name)
+    file_name: str  # their short name
     trivial: bytearray
     module_calls: list[tuple[int, str]]
     module_branches: list[int]
@@ -97,6 +134,45 @@ def _text(lines: list[str], group: list[int]) -> str:
     return "\n".join(lines[i - 1] for i in group)
 
 
+_BLANKS = re.compile(rb"[ \t\r\f\v]*")
+
+
+def _shares_lines(unit: Unit, layout: Layout) -> tuple[bool, bool]:
+    """Whether the unit may take its whole first line, and its whole last line: the code
+    it shares them with (indentation and trailing blanks aside) is short."""
+    idx = layout.index
+    first, last = unit.start_line - 1, unit.end_line - 1
+    head = unit.start_byte - idx.code_starts[first] <= SHARED_LINE_BYTES
+    code_end = idx.code_ends[last]
+    tail = unit.end_byte >= code_end
+    if not tail:
+        # Bounded: the blanks right after the unit, then the length that is left.
+        after = _BLANKS.match(layout.src, unit.end_byte, code_end)
+        tail = code_end - (after.end() if after else unit.end_byte) <= SHARED_LINE_BYTES
+    return head, tail
+
+
+def _unit_text(unit: Unit, layout: Layout, group: list[int]) -> str:
+    """The text of ``group`` (line numbers of the unit): whole lines, except a first or
+    last line of the unit shared with much other code, which is cut at the unit's bytes."""
+    head, tail = _shares_lines(unit, layout)
+    if head and tail:
+        return _text(layout.lines, group)
+    idx, src = layout.index, layout.src
+
+    def line_text(line: int) -> str:
+        lo, hi = idx.starts[line - 1], idx.line_end(line)
+        if line == unit.start_line and not head:
+            lo = unit.start_byte
+        if line == unit.end_line and not tail:
+            hi = min(hi, unit.end_byte)
+        if (lo, hi) == (idx.starts[line - 1], idx.line_end(line)):
+            return layout.lines[line - 1]
+        return src[lo:hi].decode("utf-8", "surrogatepass")
+
+    return "\n".join(line_text(line) for line in group)
+
+
 def _own_lines(unit: Unit, units: list[Unit]) -> list[int]:
     own: list[int] = []
     cursor = unit.start_line
@@ -115,14 +191,14 @@ def _split_by_line(
     branches: list[int],
     *,
     strict: bool = False,
-) -> tuple[list[list[str]], list[int]]:
+) -> tuple[list[list[tuple[int, str]]], list[int]]:
     """Distribute calls and decision points over pieces by line.
 
     With ``strict``, items on lines outside every piece are dropped; otherwise
     they go to the closest piece starting before them.
     """
     starts = [g[0] for g in groups]
-    piece_calls: list[list[str]] = [[] for _ in groups]
+    piece_calls: list[list[tuple[int, str]]] = [[] for _ in groups]
     piece_branches = [0] * len(groups)
 
     def piece_of(line: int) -> int:
@@ -134,7 +210,7 @@ def _split_by_line(
     for line, callee in calls:
         k = piece_of(line)
         if k >= 0:
-            piece_calls[k].append(callee)
+            piece_calls[k].append((line, callee))
     for line in branches:
         k = piece_of(line)
         if k >= 0:
@@ -146,16 +222,18 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
     first, last = unit.start_line, unit.end_line
     lines = layout.lines
     if last - first + 1 <= layout.max_lines:
+        calls, call_lines = dedupe_calls(unit.calls)
         chunk = make_chunk(
             kind=unit.kind,
             name=unit.parts[-1],
             qualified_name=unit.qn,
             start_line=first,
             end_line=last,
-            content="\n".join(lines[first - 1 : last]),
+            content=_unit_text(unit, layout, list(range(first, last + 1))),
             signature=unit.signature,
             docstring=unit.docstring,
-            calls=dedupe([callee for _, callee in unit.calls]),
+            calls=calls,
+            call_lines=call_lines,
             complexity=1 + len(unit.branches),
             parent_qualified_name=unit.parent_qn,
         )
@@ -164,16 +242,18 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
     groups = pack_lines(lines, _own_lines(unit, units), layout.max_lines)
     piece_calls, piece_branches = _split_by_line(groups, unit.calls, unit.branches)
     for k, group in enumerate(groups):
+        calls, call_lines = dedupe_calls(piece_calls[k])
         chunk = make_chunk(
             kind=unit.kind,
             name=unit.parts[-1],
             qualified_name=piece_name(unit.qn, k),
             start_line=group[0],
             end_line=group[-1],
-            content=_text(lines, group),
+            content=_unit_text(unit, layout, group),
             signature=unit.signature,
             docstring=unit.docstring if k == 0 else "",
-            calls=dedupe(piece_calls[k]),
+            calls=calls,
+            call_lines=call_lines,
             complexity=1 + piece_branches[k],
             parent_qualified_name=unit.parent_qn,
         )
@@ -218,18 +298,19 @@ def _emit_module(units: list[Unit], layout: Layout, out: list[tuple[_SortKey, Ch
         for k, group in enumerate(groups):
             if group[0] <= doc_line <= group[-1]:
                 doc_piece = k
-    name = layout.prefix.rsplit(".", 1)[-1]
     for k, group in enumerate(groups):
         lo, hi = group[0], group[-1]
+        calls, call_lines = dedupe_calls(piece_calls[k])
         chunk = make_chunk(
             kind="module",
-            name=name,
-            qualified_name=piece_name(layout.prefix, k),
+            name=layout.file_name,
+            qualified_name=piece_name(layout.file_qn, k),
             start_line=lo,
             end_line=hi,
             content=_text(layout.lines, group),
             docstring=layout.module_doc[1] if k == doc_piece and layout.module_doc else "",
-            calls=dedupe(piece_calls[k]),
+            calls=calls,
+            call_lines=call_lines,
             complexity=1 + piece_branches[k],
         )
         out.append(((lo, -hi, len(out)), chunk))

@@ -70,6 +70,8 @@ class Chunk:
     complexity: int
     content_hash: str
     parent_qualified_name: str | None
+    #: Line of the first call of each of ``calls`` (same order).
+    call_lines: tuple[int, ...] = ()
 
     @property
     def line_count(self) -> int:
@@ -103,6 +105,7 @@ def make_chunk(
     signature: str = "",
     docstring: str = "",
     calls: tuple[str, ...] = (),
+    call_lines: tuple[int, ...] = (),
     complexity: int = 1,
     parent_qualified_name: str | None = None,
 ) -> Chunk:
@@ -120,12 +123,22 @@ def make_chunk(
         complexity=complexity,
         content_hash=sha256_hex(content),
         parent_qualified_name=parent_qualified_name,
+        call_lines=call_lines,
     )
 
 
 def dedupe(items: list[str]) -> tuple[str, ...]:
     """Drop repeated strings, keeping the first occurrence's position."""
     return tuple(dict.fromkeys(items))
+
+
+def dedupe_calls(calls: list[tuple[int, str]]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """``(line, callee)`` pairs in document order -> each callee once, with the line of its
+    first call."""
+    first: dict[str, int] = {}
+    for line, callee in calls:
+        first.setdefault(callee, line)
+    return tuple(first), tuple(first.values())
 
 
 class QualifiedNames:

@@ -27,13 +27,25 @@ MAX_SIGNATURE_CHARS = 1000
 
 
 def qualified_prefix(path: str) -> str:
-    """Module path used as qualified-name prefix, never empty."""
-    mod = module_path(path)
-    if mod:
-        return mod
-    base = path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    stem = base.rpartition(".")[0] or base
-    return stem or "_"
+    """Module path that prefixes a file's definitions: ``json/decoder.py`` -> ``json.decoder``.
+
+    Empty for the entry file of the repository's root package (a root ``__init__.py``,
+    ``index.js``, ``mod.rs``): that package is the repository itself, so its definitions
+    are top-level names (``message_from_string``, never ``__init__.message_from_string``).
+    """
+    return module_path(path)
+
+
+def file_qualified_name(path: str) -> str:
+    """Qualified name of a file's own chunks (module-level code, windows, markdown
+    sections) and of the file in the graph: its module path, or for a root entry file,
+    whose module path is empty, the path itself (``__init__.py``). Never empty."""
+    return module_path(path) or path.replace("\\", "/").strip("/") or "_"
+
+
+def join_name(*parts: str) -> str:
+    """Dotted name of the non-empty parts."""
+    return ".".join(p for p in parts if p)
 
 
 def slugify(text: str) -> str:

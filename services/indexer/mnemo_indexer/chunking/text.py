@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from .model import Chunk, QualifiedNames, make_chunk, piece_name
-from .names import qualified_prefix, slugify
+from .names import file_qualified_name, slugify
 
 _ATX = re.compile(r" {0,3}(#{1,6})(?:[ \t]+(.*?))?[ \t]*\Z")
 _CLOSING_HASHES = re.compile(r"(?:\A|[ \t]+)#+\Z")
@@ -52,7 +52,7 @@ def window_ranges(
 def chunk_windows(path: str, text: str, window: int, overlap: int) -> list[Chunk]:
     """Plain text: overlapping windows of ``window`` lines, kind ``window``."""
     lines = _split_lines(text)
-    prefix = qualified_prefix(path)
+    prefix = file_qualified_name(path)
     chunks = []
     for first, last in window_ranges(lines, 1, len(lines), window, overlap):
         chunks.append(
@@ -101,7 +101,7 @@ def chunk_markdown(path: str, text: str, max_lines: int, window: int, overlap: i
     overlapping windows (``@2``, ``@3``... for the extra pieces).
     """
     lines = _split_lines(text)
-    prefix = qualified_prefix(path)
+    prefix = file_qualified_name(path)
     headings = _headings(lines)
     names = QualifiedNames()
     chunks: list[Chunk] = []

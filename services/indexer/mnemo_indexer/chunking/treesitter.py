@@ -18,11 +18,13 @@ from typing import Any
 from .imports import EXTRACTORS, ImportContext, call_argument_import, node_text, unquote
 from .lang_tables import CLASS_NAME_CONSTRUCTOR, SPECS, LangSpec
 from .languages import CallRule, Grammar, get_grammar, get_parser
-from .layout import Layout, Unit, build_chunks
+from .layout import Layout, LineIndex, Unit, build_chunks
 from .model import CLASS_LIKE_KINDS, SCOPE_KINDS, Chunk, QualifiedNames, dedupe
 from .names import (
     MAX_CALLEE_BYTES,
     clean_comment,
+    file_qualified_name,
+    join_name,
     module_path,
     normalize_callee,
     python_string_body,
@@ -130,6 +132,17 @@ def _c_tag_name(node: Any, src: bytes) -> list[str] | None:
     return None
 
 
+_SCOPE_NAME_TYPES = frozenset({"identifier", "scoped_identifier", "qualified_name", "name"})
+
+
+def _first_name_child(node: Any, src: bytes) -> list[str] | None:
+    """A declaration without a name field (Java's ``package a.b;``): its first name child."""
+    for child in node.named_children:
+        if child.type in _SCOPE_NAME_TYPES:
+            return split_scoped(node_text(src, child), dots=True) or None
+    return None
+
+
 def _property_name(node: Any, src: bytes) -> list[str] | None:
     prop = node.child_by_field_name("property")
     return [node_text(src, prop)] if prop is not None else None
@@ -169,13 +182,18 @@ class _FileWalker:
         self.spec: LangSpec = SPECS[language]
         self.grammar: Grammar = get_grammar(language)
         self.src = text.encode("utf-8", "surrogatepass")
+        self.index = LineIndex(self.src)
         self.lines = text.split("\n")
         self.n_lines = len(self.lines) - (1 if self.lines[-1] == "" else 0)
         self.max_lines = max_lines
-        self.prefix = qualified_prefix(path)
+        # Java, C# and PHP name things by their declared package or namespace alone (as
+        # those languages do); everywhere else the file's module path comes first.
+        self.prefix = qualified_prefix(path) if self.spec.path_scoped else ""
+        self.file_qn = file_qualified_name(path)
         mod = module_path(path)
         base = path.replace("\\", "/").rsplit("/", 1)[-1]
         self.import_ctx = ImportContext(self.src, mod, base.startswith("__init__."))
+        self.file_name = mod.rpartition(".")[2] or base
         self.trivial = bytearray(self.n_lines + 2)
         self.units: list[Unit] = []
         self.imports: list[tuple[int, str]] = []
@@ -202,10 +220,13 @@ class _FileWalker:
         self._collect_branches(caps.get("b", []))
         self._mark_top_level(root)
         layout = Layout(
+            src=self.src,
+            index=self.index,
             lines=self.lines,
             n_lines=self.n_lines,
             max_lines=self.max_lines,
-            prefix=self.prefix,
+            file_qn=self.file_qn,
+            file_name=self.file_name,
             trivial=self.trivial,
             module_calls=self.module_calls,
             module_branches=self.module_branches,
@@ -278,7 +299,7 @@ class _FileWalker:
     def _file_scopes(self, nodes: list[Any]) -> tuple[list[int], list[list[str]]]:
         scopes = []
         for node in nodes:
-            parts = _name_field(node, self.src)
+            parts = _name_field(node, self.src) or _first_name_child(node, self.src)
             if parts:
                 scopes.append((node.start_byte, [p for x in parts for p in x.split(".") if p]))
         scopes.sort(key=lambda s: s[0])
@@ -299,7 +320,7 @@ class _FileWalker:
                 base = container.scope
             unit.kind = self._member_kind(unit, container)
             unit.scope = [*base, *unit.parts]
-            unit.base_qn = ".".join([self.prefix, *unit.scope])
+            unit.base_qn = join_name(self.prefix, *unit.scope)
             unit.logical_parent = unit.container
             if unit.kind in CLASS_LIKE_KINDS or unit.kind in SCOPE_KINDS:
                 by_qn.setdefault(unit.base_qn, i)
@@ -414,8 +435,7 @@ class _FileWalker:
         self.comment_ends = [b for _, b in spans]
         for node in nodes:
             column = node.start_point.column
-            start = node.start_byte
-            if src[start - column : start].strip():
+            if node.start_byte > self.index.code_starts[node.start_point.row]:
                 continue  # a trailing comment after code
             first = node.start_point.row + 1
             last = _end_line(node)

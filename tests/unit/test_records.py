@@ -1,0 +1,69 @@
+"""Where a call may land: candidate tables for call resolution (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mnemo_indexer.records import call_candidates
+
+
+@pytest.mark.parametrize(
+    ("callee", "module", "parent", "imports", "language", "expected"),
+    [
+        # CommonJS default export: `const compare = require('./compare'); compare(a, b)`
+        # lands on the function compare inside module compare, when it exists, else on it.
+        (
+            "compare",
+            "semver.functions.gt",
+            None,
+            ("semver.functions.compare",),
+            "javascript",
+            (
+                "semver.functions.gt.compare",
+                "semver.functions.compare.compare",
+                "semver.functions.compare",
+            ),
+        ),
+        # Python `from pkg.util import add`: the imported symbol (add.add never exists).
+        (
+            "add",
+            "pkg.main",
+            None,
+            ("pkg.util.add",),
+            "python",
+            ("pkg.main.add", "pkg.util.add.add", "pkg.util.add"),
+        ),
+        # Implicit this first in other languages.
+        ("f", "m", "m.K", (), "java", ("m.K.f", "m.f")),
+        ("self.f", "m", "m.K", (), "python", ("m.K.f",)),
+        (
+            "util.add",
+            "pkg.main",
+            None,
+            ("pkg.util",),
+            "python",
+            ("pkg.util.add", "util.add", "pkg.main.util.add"),
+        ),
+        # The root package's entry file: no module prefix.
+        ("f", "", None, (), "python", ("f",)),
+    ],
+)
+def test_call_candidates(
+    callee: str,
+    module: str,
+    parent: str | None,
+    imports: tuple[str, ...],
+    language: str,
+    expected: tuple[str, ...],
+) -> None:
+    cands, _ = call_candidates(
+        callee, module=module, parent=parent, imports=imports, language=language
+    )
+    assert cands == expected
+
+
+def test_the_api_accepts_exactly_the_languages_the_indexer_parses() -> None:
+    from mnemo_core.code import LANGUAGES
+    from mnemo_indexer.chunking import SUPPORTED_LANGUAGES
+
+    assert LANGUAGES == SUPPORTED_LANGUAGES
