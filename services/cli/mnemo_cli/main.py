@@ -45,17 +45,14 @@ def _print(args: argparse.Namespace, data: Any, human: Any = None) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from mnemo_cli.runner import up
-    from mnemo_core import logging as mlog
-    from mnemo_core.settings import Settings
+    from mnemo_core import service
 
     overrides = {
         k: v
         for k, v in {"embedders": args.embedders, "indexers": args.indexers}.items()
         if v is not None
     }
-    settings = Settings(**overrides)
-    mlog.configure("mnemo-up", settings.log_format, settings.log_level)
-    return up(settings)
+    return up(service.start("mnemo-up", **overrides))
 
 
 def cmd_events_add(args: argparse.Namespace, c: Client) -> int:

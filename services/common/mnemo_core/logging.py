@@ -4,13 +4,50 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import IO
 
 import structlog
 
 
+def uses_json(fmt: str) -> bool:
+    """JSON lines for ``json``, and for ``auto`` when stderr is not a terminal."""
+    return fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+
+
+class LogStream:
+    """A stream that never raises into the code that logs.
+
+    Once a write fails (the terminal was closed under us, the reader of a pipe died), later
+    lines are dropped: a supervisor whose terminal hung up must still stop its children and
+    PostgreSQL, and a log call is never the reason it cannot."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError):
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        return not self.broken and self._stream.isatty()
+
+
 def configure(service: str, fmt: str = "auto", level: str = "info") -> None:
     """Configure structlog and the stdlib root logger once, from a service's main()."""
-    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    use_json = uses_json(fmt)
+    stream = LogStream(sys.stderr)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -26,13 +63,13 @@ def configure(service: str, fmt: str = "auto", level: str = "info") -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
     # Libraries that log through the stdlib (uvicorn, asyncpg) go through the same renderer:
     # one JSON object per line in containers, with the same bound context.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],

@@ -54,8 +54,7 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    settings = Settings()
-    mlog.configure("embedder", settings.log_format, settings.log_level)
+    settings = service.start("embedder")
     try:
         code = asyncio.run(amain(args, settings))
     except Exception as exc:

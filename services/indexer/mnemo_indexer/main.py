@@ -50,8 +50,7 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    settings = Settings()
-    mlog.configure("indexer", settings.log_format, settings.log_level)
+    settings = service.start("indexer")
     try:
         code = asyncio.run(amain(args, settings))
     except Exception as exc:
