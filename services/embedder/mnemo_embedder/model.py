@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mnemo_core import logging as mlog
 from mnemo_core.settings import DEFAULT_MODEL
 
 POISON_MARKER = "\x7fmnemo-poison\x7f"
@@ -58,7 +59,11 @@ class SentenceTransformerModel:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # Progress bars ("Loading weights") are not log lines: off.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
+
+        _quiet_libraries()
 
         self.name = name
         self.batch_size = batch_size
@@ -81,6 +86,19 @@ class SentenceTransformerModel:
             show_progress_bar=False,
         )
         return np.asarray(out, dtype=np.float32)
+
+
+def _quiet_libraries() -> None:
+    """No progress bars, and the log records of transformers and huggingface_hub through
+    the service's own renderer (they install stderr handlers of their own otherwise)."""
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    mlog.adopt_library_loggers("transformers", "huggingface_hub")
 
 
 def _resolve(name: str) -> str:
