@@ -75,3 +75,15 @@ def test_an_invalid_setting_is_named_by_its_variable(
     with pytest.raises(SettingsError) as exc:
         load()
     assert str(exc.value).startswith(named)
+
+
+@pytest.mark.parametrize(("dim", "ok"), [(1, True), (384, True), (2000, True), (2001, False)])
+def test_the_embedding_dimension_stops_where_hnsw_does(
+    dim: int, ok: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MNEMO_EMBEDDING_DIM", str(dim))
+    if ok:
+        assert load().embedding_dim == dim
+    else:
+        with pytest.raises(SettingsError, match="MNEMO_EMBEDDING_DIM=2001: must be between 1"):
+            load()

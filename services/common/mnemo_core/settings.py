@@ -10,7 +10,10 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-MAX_EMBEDDING_DIM = 16000
+# pgvector's HNSW index takes `vector` columns of at most 2,000 dimensions; the events and
+# code chunks are searched through one, so a larger model could store vectors but never
+# be searched. Refused at start, by name, instead.
+MAX_EMBEDDING_DIM = 2000
 
 
 class SettingsError(ValueError):
@@ -83,7 +86,10 @@ class Settings(BaseSettings):
     @classmethod
     def _dim_in_range(cls, v: int) -> int:
         if not 1 <= v <= MAX_EMBEDDING_DIM:
-            raise ValueError(f"must be between 1 and {MAX_EMBEDDING_DIM}")
+            raise ValueError(
+                f"must be between 1 and {MAX_EMBEDDING_DIM}: pgvector's HNSW index takes "
+                f"at most {MAX_EMBEDDING_DIM} dimensions"
+            )
         return v
 
     @property
@@ -102,7 +108,7 @@ class Settings(BaseSettings):
 
 def load(**overrides: Any) -> Settings:
     """The settings from the environment (and ``overrides``); :class:`SettingsError` names
-    each variable at fault, e.g. ``MNEMO_EMBEDDING_DIM=0: must be between 1 and 16000``."""
+    each variable at fault, e.g. ``MNEMO_EMBEDDING_DIM=4096: must be between 1 and 2000``."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
