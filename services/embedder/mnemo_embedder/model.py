@@ -74,6 +74,11 @@ class SentenceTransformerModel:
             else self._st.get_sentence_embedding_dimension()
         )
         self.dim = int(dim or 0)
+        # The first call sets the tokenizer's padding and truncation; later calls with the
+        # same settings leave them alone. Setting them borrows the Rust tokenizer mutably,
+        # which fails ("Already borrowed") while another thread encodes: the embedder
+        # encodes queries beside batches, so this happens here, before either starts.
+        self.encode(["warm-up"])
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:

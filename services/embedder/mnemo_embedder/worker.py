@@ -72,9 +72,12 @@ class EmbedWorker(QueueWorker):
         super().__init__(pool, settings, worker_id=worker_id, once=once)
         self.model = model
         self.stores: dict[str, ItemStore] = stores or {"event": EventStore(), "chunk": ChunkStore()}
-        # One thread owns the model. Batches go in slices, so a query embedding waits for
-        # at most one slice, never a whole batch.
+        # One thread encodes batches, in slices; query texts for search have a thread of
+        # their own, so a query never waits behind a slice (a slice of 64 long texts takes
+        # about a second on two cores). Inference only reads the model's weights (no_grad),
+        # which two threads may do at once; the tokenizer's settings are fixed at load.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        self._query_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query")
         self._query_wake = asyncio.Event()
         # The previous group's write, in flight while the model encodes the next group.
         self._writing: asyncio.Future[None] | None = None
@@ -90,6 +93,7 @@ class EmbedWorker(QueueWorker):
         except db.UNAVAILABLE_ERRORS as exc:  # unacknowledged: redelivered after its timeout
             log.warning("final_write_failed", error=str(exc))
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._query_executor.shutdown(wait=False, cancel_futures=True)
         await super()._shutdown()
 
     async def _query_loop(self) -> None:
@@ -139,17 +143,18 @@ class EmbedWorker(QueueWorker):
         return len(msgs)
 
     async def _embed_queries(self, texts: list[str]) -> list[np.ndarray | str]:
-        """A vector per text, or why there is none."""
+        """A vector per text, or why there is none. Query texts are encoded in their own
+        thread, beside the batch the model thread may be busy with (see __init__)."""
         if not texts:
             return []
         out: list[np.ndarray | str]
         try:
-            out = list(await self._encode(texts))
+            out = list(await self._encode(texts, self._query_executor))
         except Exception:
             out = []  # one text may break the model: find it, answer the others
             for text in texts:
                 try:
-                    out.append((await self._encode([text]))[0])
+                    out.append((await self._encode([text], self._query_executor))[0])
                 except Exception as exc:
                     log.warning("query_failed", error=str(exc))
                     out.append(f"{type(exc).__name__}: {exc}"[:500])
@@ -327,13 +332,16 @@ class EmbedWorker(QueueWorker):
             error=str(exc),
         )
 
-    async def _encode(self, texts: list[str]) -> np.ndarray:
-        """Encode longest-first slices in the model thread; returns rows in input order."""
+    async def _encode(
+        self, texts: list[str], executor: ThreadPoolExecutor | None = None
+    ) -> np.ndarray:
+        """Encode longest-first slices in the model thread (or ``executor``); returns rows
+        in input order."""
         loop = asyncio.get_running_loop()
         out = np.zeros((len(texts), self.model.dim), dtype=np.float32)
         for idx in _slices([len(t) for t in texts], self.settings.batch_size):
             part = await loop.run_in_executor(
-                self._executor, self.model.encode, [texts[i] for i in idx]
+                executor or self._executor, self.model.encode, [texts[i] for i in idx]
             )
             out[idx] = part
         return out
