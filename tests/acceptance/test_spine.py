@@ -179,7 +179,7 @@ def test_cli_adds_watches_and_searches(stack: dict) -> None:
     )
     job_id = json.loads(out.stdout)["job_id"]
     out = subprocess.run(
-        [mnemo, "--json", "jobs", "show", job_id, "--watch"],
+        [mnemo, "jobs", "show", job_id, "--watch", "--json"],  # --json on either side
         env=env,
         capture_output=True,
         text=True,

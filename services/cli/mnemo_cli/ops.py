@@ -163,7 +163,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Any) -> None:
     dl = sub.add_parser("dlq", help="dead letters: list and replay")
     dsub = dl.add_subparsers(dest="sub", required=True)
     ls = dsub.add_parser("list", help="dead letters with their errors (nothing is consumed)")
