@@ -197,7 +197,8 @@ class Supervisor:
         finally:
             for sig, handler in previous.items():
                 loop.remove_signal_handler(sig)
-                signal.signal(sig, handler)
+                if handler is not None:  # None: installed outside Python, left as it is
+                    signal.signal(sig, handler)
 
 
 def plan(settings: Settings, dsn: str, *, json_output: bool) -> list[Child]:
