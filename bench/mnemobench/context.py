@@ -40,6 +40,8 @@ class Config:
     vector_queries: int
     text_queries: int
     recall_queries: int
+    # Events (of ~700 characters) embedded while text search latency is measured again.
+    during_ingest_events: int
     index_packages: list[str] | None  # None: the whole standard library (without tests)
     e2e_packages: list[str]
 
@@ -64,6 +66,7 @@ class Config:
             vector_queries=400,
             text_queries=150,
             recall_queries=100,
+            during_ingest_events=1000,
             index_packages=None,
             e2e_packages=["json", "email"],
         )
@@ -89,6 +92,7 @@ class Config:
             vector_queries=30,
             text_queries=10,
             recall_queries=10,
+            during_ingest_events=100,
             index_packages=["json"],
             e2e_packages=["json"],
         )

@@ -136,6 +136,18 @@ def notes(n: int, seed: int = 1) -> list[str]:
     return out
 
 
+def paragraphs(n: int, chars: int = 700, seed: int = 8) -> list[str]:
+    """``n`` unique notes of about ``chars`` characters each (long-form notes run together)."""
+    rng = random.Random(seed)  # noqa: S311  # seeded sampling, not secrets
+    out = []
+    for i in range(n):
+        text = f"(#{i})"
+        while len(text) < chars:
+            text += " " + _fill(rng, rng.choice(LONG_TAIL))
+        out.append(text[:chars])
+    return out
+
+
 def queries(n: int, seed: int = 2) -> list[str]:
     rng = random.Random(seed)  # noqa: S311  # seeded sampling, not secrets
     forms = [

@@ -11,6 +11,7 @@ SPEC modes:
   after ``warmup_s``; counts answers with an expected status, and ``items`` per request.
 - ``latency``: one connection sends ``bodies`` one after the other; per-request latency and
   the ids of the results (``results[].id``) for recall.
+- ``latency_during``: the same, cycling ``bodies`` while any of ``job_ids`` runs in ``dsn``.
 - ``raw_ingest``: ``concurrency`` asyncpg connections each insert an event and call
   ``pgmq.send`` in one transaction, for ``seconds`` after ``warmup_s``.
 """
@@ -173,6 +174,57 @@ async def latency(spec: dict[str, Any]) -> dict[str, Any]:
     return {"latencies_ms": lat, "ids": ids, "errors": errors[:5], "n_errors": len(errors)}
 
 
+async def latency_during(spec: dict[str, Any]) -> dict[str, Any]:
+    """Like ``latency`` (``bodies`` cycled, one at a time), for as long as any of
+    ``job_ids`` is still queued or running in ``dsn`` (at most ``max_seconds``): the
+    requests sent while the jobs ran count (the first one always)."""
+    url = spec["url"]
+    host, port = _host_port(url)
+    raws = [
+        request_bytes(url, "POST", spec["path"], json.dumps(b).encode()) for b in spec["bodies"]
+    ]
+    busy = asyncio.Event()
+    busy.set()
+
+    async def watch() -> None:
+        db = await asyncpg.connect(spec["dsn"])
+        try:
+            deadline = time.perf_counter() + float(spec["max_seconds"])
+            while time.perf_counter() < deadline:
+                running = await db.fetchval(
+                    "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[])"
+                    " AND status IN ('queued', 'running')",
+                    spec["job_ids"],
+                )
+                if not running:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            busy.clear()
+            await db.close()
+
+    watcher = asyncio.create_task(watch())
+    conn = HttpConn(host, port)
+    await conn.open()
+    lat: list[float] = []
+    errors: list[str] = []
+    try:
+        k = 0
+        while busy.is_set():
+            t = time.perf_counter()
+            status, body = await conn.send(raws[k % len(raws)])
+            dt = time.perf_counter() - t
+            k += 1
+            if status != 200:
+                errors.append(f"{status}: {body[:300]!r}")
+            else:
+                lat.append(dt * 1000)
+    finally:
+        await conn.close()
+        await watcher
+    return {"latencies_ms": lat, "errors": errors[:5], "n_errors": len(errors)}
+
+
 async def raw_ingest(spec: dict[str, Any]) -> dict[str, Any]:
     """The floor under POST /v1/events: the same rows and message, straight from asyncpg."""
     window = Window(float(spec.get("warmup_s", 1.0)), float(spec["seconds"]))
@@ -208,7 +260,12 @@ async def raw_ingest(spec: dict[str, Any]) -> dict[str, Any]:
     return window.result(float(spec["seconds"]))
 
 
-MODES = {"http": http_load, "latency": latency, "raw_ingest": raw_ingest}
+MODES = {
+    "http": http_load,
+    "latency": latency,
+    "latency_during": latency_during,
+    "raw_ingest": raw_ingest,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,8 @@ TARGETS: list[tuple[str, str, str, float]] = [
     ("search", "p95_ms", "<=", 15),
     ("search", "recall_at_10", ">=", 0.95),
     ("search", "text_p95_ms", "<=", 40),
+    # "low added latency even while a large batch is being embedded" (the spine issue)
+    ("search", "text_p95_ms_during_ingest", "<=", 100),
     ("indexer", "files_per_s", ">=", 200),
     ("indexer", "e2e_ratio", ">=", 0.85),
     ("memory", "api_peak_rss_mb", "<=", 150),
@@ -32,7 +34,14 @@ SHOWN: dict[str, list[str]] = {
     "embed_pipeline": ["raw_texts_per_s", "e2e_texts_per_s"],
     "scaling": ["one_worker_per_s", "two_workers_per_s", "one_worker_two_threads_per_s"],
     "ingest": ["raw_per_s", "api_per_s"],
-    "search": ["p50_ms", "p99_ms", "text_p50_ms", "text_p99_ms"],
+    "search": [
+        "p50_ms",
+        "p99_ms",
+        "text_p50_ms",
+        "text_p99_ms",
+        "text_p50_ms_during_ingest",
+        "ingest_seconds_during",
+    ],
     "indexer": [
         "chunks_per_s",
         "raw_files_per_s",

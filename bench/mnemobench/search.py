@@ -1,6 +1,7 @@
 """``search``: POST /v1/search latency over ``search_events`` events, by vector and by text
-(the query embedded by a live embedder through the database), and recall@10 of the HNSW
-answers against an exact scan of the same rows.
+(the query embedded by a live embedder through the database), text search again while that
+embedder works through a batch of ~700-character events, and recall@10 of the HNSW answers
+against an exact scan of the same rows.
 
 The corpus: real model vectors (from the embed section, or encoded here) mixed and perturbed
 into ``search_events`` unit vectors (see corpus.synthesize). Loading is setup, not measured:
@@ -14,11 +15,12 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import numpy as np
 from pgvector import Vector
 
 from bench.mnemobench import corpus
-from bench.mnemobench.context import Context
+from bench.mnemobench.context import Context, wait_jobs
 from bench.mnemobench.stack import wait_workers
 from mnemo_core import db
 from mnemo_core.queries import Q
@@ -96,6 +98,38 @@ async def exact(dsn: str, model: str, queries: np.ndarray) -> list[list[str]]:
     return out
 
 
+async def text_during_ingest(
+    ctx: Context, url: str, dsn: str, queries: list[str]
+) -> dict[str, Any]:
+    """Text search while the embedder works through one POST /v1/events/batch of
+    ~700-character events: the query embeddings and the batch share that embedder."""
+    events = [
+        {"content": {"text": t}, "metadata": {"source": "bench-ingest"}}
+        for t in corpus.paragraphs(ctx.cfg.during_ingest_events)
+    ]
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"{url}/v1/events/batch", json={"events": events})
+        r.raise_for_status()
+        job_id = r.json()["job_id"]
+    during = await ctx.load(
+        {
+            "mode": "latency_during",
+            "url": url,
+            "path": "/v1/search",
+            "bodies": [{"q": q, "limit": 10} for q in queries],
+            "dsn": dsn,
+            "job_ids": [job_id],
+            "max_seconds": 900,
+        },
+        "search-text-during-ingest",
+    )
+    await wait_jobs(dsn, [job_id], within_s=60, services=[])
+    # How long the batch took with the searches beside it (they share the CPUs).
+    during["ingest_seconds"] = time.perf_counter() - started
+    return during
+
+
 async def run(ctx: Context) -> dict[str, dict[str, Any]]:
     cfg, stack = ctx.cfg, ctx.stack
     dsn = await stack.database("search")
@@ -128,9 +162,10 @@ async def run(ctx: Context) -> dict[str, dict[str, Any]]:
             },
             "search-text",
         )
+        during = await text_during_ingest(ctx, url, dsn, texts[10:])
     finally:
         stack.stop(embedder, api)
-    for r in (by_vector, by_text):
+    for r in (by_vector, by_text, during):
         if r["n_errors"]:
             raise RuntimeError(f"search errors: {r['errors']}")
     n_recall = min(cfg.recall_queries, len(by_vector["ids"]))
@@ -142,6 +177,7 @@ async def run(ctx: Context) -> dict[str, dict[str, Any]]:
     recall = hits / sum(len(w) for w in truth)
     v = percentiles(by_vector["latencies_ms"])
     t = percentiles(by_text["latencies_ms"])
+    busy = percentiles(during["latencies_ms"])
     return {
         "search": {
             "n_events": cfg.search_events,
@@ -151,6 +187,11 @@ async def run(ctx: Context) -> dict[str, dict[str, Any]]:
             "text_p50_ms": t["p50"],
             "text_p95_ms": t["p95"],
             "text_p99_ms": t["p99"],
+            "text_p50_ms_during_ingest": busy["p50"],
+            "text_p95_ms_during_ingest": busy["p95"],
+            "text_queries_during_ingest": len(during["latencies_ms"]),
+            "ingest_events_during": cfg.during_ingest_events,
+            "ingest_seconds_during": during["ingest_seconds"],
             "recall_at_10": recall,
             "vector_queries": len(by_vector["latencies_ms"]),
             "text_queries": len(by_text["latencies_ms"]),

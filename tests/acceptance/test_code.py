@@ -39,7 +39,7 @@ def stack(module_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         Proc("embedder", ["mnemo-embedder"], env, logs).start(),
     ]
     wait_ready(url, procs[0])
-    yield {"url": url, "env": {**env, "MNEMO_URL": url}}
+    yield {"url": url, "env": {**env, "MNEMO_URL": url}, "indexer": procs[1]}
     for p in procs:
         p.stop()
 
@@ -150,3 +150,19 @@ def test_index_search_callers_reindex_delete(stack: dict, project: Path, module_
     assert out.returncode == 0, out.stderr
     assert httpx.get(f"{url}/v1/code/repositories").json()["repositories"] == []
     assert chunk_count(module_dsn) == 0
+
+
+def test_indexer_prints_only_json_lines_naming_its_work(stack: dict, tmp_path: Path) -> None:
+    """Every line of a real indexer in JSON mode is one JSON object with its worker id; the
+    lines about a message carry that message's id and its job's."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "util.py").write_text("def add(a, b):\n    return a + b\n")
+    out = mnemo(stack["env"], "--json", "index", str(tmp_path), "--repository", "logs", "--watch")
+    assert out.returncode == 0, out.stderr + out.stdout
+    job_id = json.loads(out.stdout)["job"]["id"]
+    lines = [json.loads(line) for line in stack["indexer"].log().splitlines()]
+    assert all(isinstance(o, dict) and o["service"] == "indexer" for o in lines)
+    (started,) = [o for o in lines if o["event"] == "worker_started"]
+    assert {o.get("worker_id") for o in lines} == {started["worker_id"]}
+    ours = [o for o in lines if o["event"] == "files_indexed" and o["job_id"] == job_id]
+    assert ours and all(isinstance(o["msg_id"], int) for o in ours)

@@ -134,6 +134,30 @@ def test_fifty_events_are_embedded_and_found_by_their_text(stack: dict, module_d
     assert "Kubernetes" in top[0]["content"]["text"]
 
 
+def test_embedder_prints_only_json_lines_naming_its_work(stack: dict) -> None:
+    """The real model's embedder in JSON mode: every line it printed (model loading and its
+    libraries included) is one JSON object carrying its worker id; a batch's lines carry
+    the messages and jobs in hand."""
+    url = stack["url"]
+    r = httpx.post(
+        f"{url}/v1/events/batch",
+        json={"events": [{"content": {"text": f"log check {i}"}} for i in range(10)]},
+    )
+    job_id = r.json()["job_id"]
+    assert wait_jobs(url, [job_id])[0]["status"] == "succeeded"
+    assert httpx.get(f"{url}/v1/search", params={"q": "log check"}).status_code == 200
+    embedder = stack["embedders"][-1]
+    lines = [json.loads(line) for line in embedder.log().splitlines()]
+    assert all(isinstance(o, dict) and o["service"] == "embedder" for o in lines)
+    (started,) = [o for o in lines if o["event"] == "worker_started"]
+    worker_id = started["worker_id"]
+    assert {o.get("worker_id") for o in lines} == {worker_id}
+    events = {o["event"] for o in lines}
+    assert {"model_loaded", "worker_started"} <= events
+    ours = [o for o in lines if o["event"] == "batch_embedded" and job_id in o["job_ids"]]
+    assert ours and all(o["msg_ids"] and o["queue"] == "embed" for o in ours)
+
+
 def test_cli_adds_watches_and_searches(stack: dict) -> None:
     env = {**stack["env"], "MNEMO_URL": stack["url"]}
     mnemo = str(BIN / "mnemo")
@@ -155,7 +179,7 @@ def test_cli_adds_watches_and_searches(stack: dict) -> None:
     )
     job_id = json.loads(out.stdout)["job_id"]
     out = subprocess.run(
-        [mnemo, "--json", "jobs", "show", job_id, "--watch"],
+        [mnemo, "jobs", "show", job_id, "--watch", "--json"],  # --json on either side
         env=env,
         capture_output=True,
         text=True,

@@ -170,6 +170,23 @@ async def test_body_that_is_not_utf8_is_named(api: httpx.AsyncClient) -> None:
     assert r.json()["detail"].startswith("body: is not valid UTF-8")
 
 
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (b'{"content": }', "body: invalid JSON at character 12: Expecting value"),
+        (b'{"content": {"text": "x"}', "body: invalid JSON at character 25: Expecting ',' "),
+        (b"not json", "body: invalid JSON at character 0: Expecting value"),
+    ],
+)
+async def test_body_that_is_not_json_says_where(
+    api: httpx.AsyncClient, raw: bytes, detail: str
+) -> None:
+    r = await api.post("/v1/events", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(detail), r.json()
+    assert r.json()["errors"][0]["field"] == "body"
+
+
 async def test_api_keys(dsn: str) -> None:
     async for api in client_for(make_settings(dsn, api_keys="k1, k2")):
         assert (await api.get("/health")).status_code == 200

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from mnemo_api.main import insecure_bind_error, is_loopback
 from mnemo_api.schemas import EventIn, SearchIn
-from mnemo_core import retry, vectors
+from mnemo_core import retry
 from mnemo_core.errors import PoisonMessage
 from mnemo_core.messages import EmbedMessage, parse_embed
 from mnemo_core.queries import Q, parse
@@ -90,15 +90,6 @@ def test_queries_file() -> None:
     assert all(sql.strip() and not sql.endswith(";") for sql in Q.values())
     with pytest.raises(ValueError, match="twice"):
         parse("-- a --\nSELECT 1;\n-- a --\nSELECT 2;")
-
-
-def test_vector_codec() -> None:
-    import numpy as np
-
-    v = np.linspace(-1, 1, 768, dtype=np.float32)
-    text = vectors.encode(v)
-    assert len(text) < 8000  # fits a NOTIFY payload even at 768 dimensions
-    assert np.array_equal(vectors.decode(text), v)
 
 
 @pytest.mark.parametrize(

@@ -44,12 +44,22 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
+def _described(e: dict[str, Any]) -> dict[str, str]:
+    """One validation error as ``{field, message}``. A body that is not JSON is reported by
+    the framework at ``("body", <character offset>)``: the field is the body, and the
+    offset and the parser's reason belong in the message."""
+    loc = tuple(e.get("loc", ()))
+    if e.get("type") == "json_invalid":
+        where = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+        reason = (e.get("ctx") or {}).get("error")
+        because = f": {reason}" if reason else ""
+        return {"field": "body", "message": f"invalid JSON{where}{because}"}
+    return {"field": _field(loc), "message": e.get("msg", "invalid")}
+
+
 async def _invalid(_req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
-        for e in exc.errors()
-    ]
+    errors = [_described(e) for e in exc.errors()]
     first = errors[0] if errors else {"field": "", "message": "invalid request"}
     return problem(422, f"{first['field']}: {first['message']}", errors=errors)
 

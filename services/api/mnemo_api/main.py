@@ -12,6 +12,7 @@ import uvicorn
 
 from mnemo_api.app import create_app, migrate_when_ready
 from mnemo_core import logging as mlog
+from mnemo_core import service
 from mnemo_core.errors import DatabaseUnavailable
 from mnemo_core.settings import Settings
 
@@ -66,19 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, help="listen port (MNEMO_API_PORT, default 8000)")
     args = p.parse_args(argv)
     overrides = {k: v for k, v in {"api_host": args.host, "api_port": args.port}.items() if v}
-    settings = Settings(**overrides)
-    mlog.configure("api", settings.log_format, settings.log_level)
+    settings = service.start("api", **overrides)
     problem = insecure_bind_error(settings)
     if problem:
-        log.error("insecure_bind_refused", host=settings.api_host)
-        print(f"mnemo-api: {problem}", file=sys.stderr)
+        log.error("insecure_bind_refused", host=settings.api_host, error=problem)
         sys.exit(2)
     try:
         if not migrate_or_stop(settings):
             return
     except DatabaseUnavailable as exc:
         log.error("database_unavailable_at_start", error=str(exc))
-        print(f"mnemo-api: the database is unavailable: {exc}", file=sys.stderr)
         sys.exit(1)
     uvicorn.run(
         create_app(settings, run_migrations=False),

@@ -1,8 +1,10 @@
 """Query vectors for search, asked of the embedder service through the database.
 
 The API puts ``{rid, text, reply_to}`` on the ``embed_query`` queue and NOTIFYs the
-embedders; one of them encodes it and NOTIFYs the answer on this API instance's own
-channel. No HTTP between services, no model in the API."""
+embedders; one of them encodes it, writes the answer (the vector, or why there is none) to
+``query_answers`` and NOTIFYs the request id on this API instance's own channel; the API
+takes the row. The vector never travels in the NOTIFY payload, which holds at most 8,000
+bytes (migration 0004 says why). No HTTP between services, no model in the API."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import uuid
 import asyncpg
 import numpy as np
 
-from mnemo_core import db, vectors, workers
+from mnemo_core import db, workers
 from mnemo_core import logging as mlog
 from mnemo_core.errors import EmbedderUnavailable
 from mnemo_core.queries import Q
@@ -30,7 +32,7 @@ class QueryEmbedder:
         self.channel = f"mnemo_query_answer_{uuid.uuid4().hex[:12]}"
         self._listener: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
-        self._waiting: dict[str, asyncio.Future[np.ndarray]] = {}
+        self._waiting: dict[str, asyncio.Future[None]] = {}
         self._live_checked = 0.0
         self._live = 0
 
@@ -55,17 +57,10 @@ class QueryEmbedder:
                 fut.set_exception(EmbedderUnavailable("lost the database connection"))
 
     def _on_answer(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        """Payloads are ``ok:<rid>:<base64 float32>`` or ``err:<rid>:<message>``."""
-        status, rid, body = [*payload.split(":", 2), "", ""][:3]
-        fut = self._waiting.get(rid)
-        if fut is None or fut.done():
-            return
-        if status == "ok":
-            fut.set_result(vectors.decode(body))
-        else:
-            fut.set_exception(
-                EmbedderUnavailable(f"the embedder could not embed the query: {body}")
-            )
+        """The payload is the request id whose answer is now in ``query_answers``."""
+        fut = self._waiting.get(payload)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
     async def _embedders_alive(self) -> int:
         now = time.monotonic()
@@ -83,14 +78,14 @@ class QueryEmbedder:
             )
         await self._ensure_listener()
         rid = uuid.uuid4().hex
-        fut: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
             async with self.pool.acquire() as conn:
                 await conn.execute(
                     Q["ask_query_embedding"], {"rid": rid, "text": text, "reply_to": self.channel}
                 )
-            return await asyncio.wait_for(fut, self.timeout_s)
+            await asyncio.wait_for(fut, self.timeout_s)
         except TimeoutError:
             self._live_checked = 0.0
             raise EmbedderUnavailable(
@@ -98,3 +93,12 @@ class QueryEmbedder:
             ) from None
         finally:
             self._waiting.pop(rid, None)
+        async with self.pool.acquire() as conn:
+            answer = await conn.fetchrow(Q["take_query_answer"], rid)
+        if answer is None:
+            raise EmbedderUnavailable("the embedder's answer was lost; try again")
+        if answer["error"] is not None:
+            raise EmbedderUnavailable(
+                f"the embedder could not embed the query: {answer['error']}"
+            )
+        return np.asarray(answer["embedding"].to_numpy(), dtype=np.float32)

@@ -6,14 +6,19 @@ Human output by default, ``--json`` for scripts. Talks HTTP to MNEMO_URL
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from mnemo_cli import code, ops
 from mnemo_cli.client import ApiError, Client
@@ -45,17 +50,14 @@ def _print(args: argparse.Namespace, data: Any, human: Any = None) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from mnemo_cli.runner import up
-    from mnemo_core import logging as mlog
-    from mnemo_core.settings import Settings
+    from mnemo_core import service
 
     overrides = {
         k: v
         for k, v in {"embedders": args.embedders, "indexers": args.indexers}.items()
         if v is not None
     }
-    settings = Settings(**overrides)
-    mlog.configure("mnemo-up", settings.log_format, settings.log_level)
-    return up(settings)
+    return up(service.start("mnemo-up", **overrides))
 
 
 def cmd_events_add(args: argparse.Namespace, c: Client) -> int:
@@ -187,31 +189,96 @@ def cmd_queues(args: argparse.Namespace, c: Client) -> int:
             live.update(_queue_table(c.get("/v1/queues")))
 
 
-def cmd_workers(args: argparse.Namespace, c: Client) -> int:
-    def human(d: dict[str, Any]) -> None:
-        t = Table("id", "kind", "alive", "last heartbeat", "processed", "failed", "batch")
-        for w in d["workers"]:
-            t.add_row(
-                w["id"],
-                w["kind"],
-                "yes" if w["alive"] else "no",
-                w["last_heartbeat"],
-                str(w["processed"]),
-                str(w["failed"]),
-                str(w["batch_size"]),
-            )
-        console.print(t)
+def _age(iso: str | None, now: dt.datetime) -> str:
+    """``12s ago`` / ``3m ago`` / ``5h ago`` / ``2d ago`` from an ISO timestamp."""
+    if not iso:
+        return "-"
+    try:
+        then = dt.datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=dt.UTC)
+    s = max(0.0, (now - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{int(s // size)}{unit} ago"
+    return f"{s:.0f}s ago"
 
-    _print(args, c.get("/v1/workers"), human)
+
+def workers_table(d: dict[str, Any], now: dt.datetime | None = None) -> Table:
+    now = now or dt.datetime.now(dt.UTC)
+    t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    t.add_column("id", no_wrap=True)
+    t.add_column("kind", no_wrap=True)
+    for name in ("heartbeat", "processed", "failed", "batch"):
+        t.add_column(name, no_wrap=True, justify="right")
+    for w in d["workers"]:
+        age = _age(w.get("last_heartbeat"), now)
+        t.add_row(
+            w["id"],
+            w["kind"],
+            f"[green]{age}[/]" if w["alive"] else f"[red]{age}, dead[/]",
+            str(w["processed"]),
+            str(w["failed"]),
+            str(w["batch_size"]),
+        )
+    return t
+
+
+def print_workers(d: dict[str, Any], out: Console, now: dt.datetime | None = None) -> None:
+    """A table when it fits the terminal; else a block per worker, so the worker id (what
+    an operator copies into a query or a kill) is never cut and the rest wraps."""
+    now = now or dt.datetime.now(dt.UTC)
+    table = workers_table(d, now)
+    natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    if natural <= out.width:
+        out.print(table)
+        return
+    for w in d["workers"]:
+        out.print(Text(w["id"], style="bold", overflow="fold"))
+        alive = "[green]alive[/]" if w["alive"] else "[red]dead[/]"
+        details = (
+            f"{w['kind']}  {alive}  heartbeat {_age(w.get('last_heartbeat'), now)}  "
+            f"processed {w['processed']}  failed {w['failed']}  batch {w['batch_size']}"
+        )
+        out.print(Padding(details, (0, 0, 0, 2)))
+    if not d["workers"]:
+        out.print("no workers")
+
+
+def cmd_workers(args: argparse.Namespace, c: Client) -> int:
+    _print(args, c.get("/v1/workers"), lambda d: print_workers(d, console))
     return 0
 
 
+class CommandParser(argparse.ArgumentParser):
+    """``mnemo`` and every subcommand under it take the global options, so they may come
+    before or after the subcommand: ``mnemo --json jobs show ID`` and ``mnemo jobs show ID
+    --json`` alike. Below the top level their default is SUPPRESS: a subcommand never
+    resets what was given before it. Subparsers inherit the class (argparse makes nested
+    subparsers of the parent's type)."""
+
+    def __init__(self, *args: Any, top: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--json",
+            action="store_true",
+            default=False if top else argparse.SUPPRESS,
+            help="machine-readable output",
+        )
+        self.add_argument(
+            "--url", default=None if top else argparse.SUPPRESS, help="API URL (MNEMO_URL)"
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mnemo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    p = CommandParser(
+        prog="mnemo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        top=True,
     )
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--url", help="API URL (MNEMO_URL)")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     up = sub.add_parser("up", help="start PostgreSQL, the API and the workers locally")

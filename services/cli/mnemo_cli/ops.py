@@ -149,11 +149,10 @@ async def _migrate(dsn: str, dim: int, wait_s: float) -> list[str]:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply the migrations to MNEMO_DATABASE_URL and exit (the stack's one-shot step)."""
     from mnemo_core import logging as mlog
+    from mnemo_core import service
     from mnemo_core.errors import MnemoError
-    from mnemo_core.settings import Settings
 
-    settings = Settings()
-    mlog.configure("migrate", settings.log_format, settings.log_level)
+    settings = service.start("migrate")
     log = mlog.get(__name__)
     try:
         applied = asyncio.run(_migrate(settings.dsn(), settings.embedding_dim, args.wait))
@@ -164,7 +163,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(sub: Any) -> None:
     dl = sub.add_parser("dlq", help="dead letters: list and replay")
     dsub = dl.add_subparsers(dest="sub", required=True)
     ls = dsub.add_parser("list", help="dead letters with their errors (nothing is consumed)")

@@ -3,27 +3,50 @@
 Starts an embedded PostgreSQL 18 (unless MNEMO_DATABASE_URL names one), applies the
 migrations, then runs the same console commands the containers run (``mnemo-api``,
 ``mnemo-embedder`` xN, ``mnemo-indexer`` xM) and supervises them: a child that dies is
-restarted with backoff, like ``restart: unless-stopped``. Their output is interleaved
-with a name prefix. Ctrl-C (or SIGTERM) stops the children, then PostgreSQL."""
+restarted with backoff, like ``restart: unless-stopped``. Their output is interleaved:
+with a name prefix on a terminal; otherwise as JSON lines, each child's carrying its name
+in a ``process`` field (``embedder-2``).
+
+Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop the children, then PostgreSQL.
+A terminal can also close without a SIGHUP reaching us: when ``make`` leads the session
+(``tmux new "make run"``, ``ssh -t host make run``) the kernel signals make alone, which
+waits for its children; so a supervisor started on a terminal also checks every second
+that it still has one. The children run in sessions of their own, so a signal to the
+terminal's process group reaches only the supervisor, which stops them in order; each asks
+the kernel
+(Linux ``PR_SET_PDEATHSIG``, see ``mnemo_core.service.die_with_parent``) for SIGTERM if
+the supervisor dies without that chance (SIGKILL, a crash). PostgreSQL is started by
+``pg_ctl`` as a daemon and survives such a death; the next ``mnemo up`` adopts it."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 
 from mnemo_core import db, migrate
 from mnemo_core import logging as mlog
+from mnemo_core.errors import MnemoError
+from mnemo_core.localpg import can_bind
 from mnemo_core.settings import Settings
+from mnemo_core.worker_base import wait
 
 log = mlog.get(__name__)
 
 RESTART_MAX_DELAY_S = 30.0
 STABLE_AFTER_S = 30.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+TERMINAL_CHECK_S = 1.0
 
 
 @dataclass
@@ -47,13 +70,39 @@ def _command(name: str) -> str:
     return here if os.path.exists(here) else (shutil.which(name) or name)
 
 
+def json_line(child: str, raw: bytes) -> str:
+    """A child's output line as one JSON object: its own JSON with ``process`` added, or, for
+    a line that is not a JSON object (a crash before logging was set up), that line as the
+    ``line`` field of a ``child_output`` event."""
+    text = raw.decode(errors="replace").rstrip("\r\n")
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        obj = {
+            "event": "child_output",
+            "line": text,
+            "level": "info",
+            "timestamp": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        }
+    return json.dumps({"process": child, **obj}) + "\n"
+
+
 class Supervisor:
-    def __init__(self, children: list[Child]) -> None:
+    def __init__(self, children: list[Child], *, json_output: bool) -> None:
         self.children = children
         self._stopping = asyncio.Event()
-        self._tty = sys.stdout.isatty()
+        self._json = json_output
+        self._tty = not json_output and sys.stdout.isatty()
+        # The terminal may go away under us (SIGHUP): output then fails quietly, the
+        # children's pipes keep being drained, and the stop goes on.
+        self._out = mlog.LogStream(sys.stdout)
+        self._terminals = [fd for fd in (0, 1, 2) if os.isatty(fd)]
 
-    def stop(self) -> None:
+    def stop(self, signame: str = "") -> None:
+        if signame and not self._stopping.is_set():
+            log.info("signal_received", signal=signame)
         self._stopping.set()
 
     async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
@@ -61,16 +110,29 @@ class Supervisor:
         if self._tty:
             prefix = f"{child.color}{prefix}\033[0m"
         while line := await stream.readline():
-            sys.stdout.write(prefix + line.decode(errors="replace"))
-            sys.stdout.flush()
+            if self._json:
+                self._out.write(json_line(child.name, line))
+            else:
+                self._out.write(prefix + line.decode(errors="replace"))
+            self._out.flush()
+
+    async def _watch_terminal(self) -> None:
+        """A hung-up terminal stops being one (its ioctls fail with EIO): stop, as SIGHUP."""
+        while self._terminals and not self._stopping.is_set():
+            await wait(self._stopping, TERMINAL_CHECK_S)
+            if not all(os.isatty(fd) for fd in self._terminals):
+                log.info("terminal_closed")
+                self.stop()
 
     async def _start(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
             env=child.env,
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+            # Ctrl-C and the terminal's SIGHUP reach us only; we stop the children in order.
+            start_new_session=True,
         )
         child.started_at = time.monotonic()
         assert child.proc.stdout is not None
@@ -119,20 +181,31 @@ class Supervisor:
                 await c.proc.wait()
 
     async def run(self, grace_s: float) -> None:
+        """Run until a stop signal, then stop the children; the signals' previous handlers
+        are back in place when this returns."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.stop)
-        watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
-        await self._stopping.wait()
-        log.info("stopping_children")
-        await self._terminate(grace_s)
-        await asyncio.gather(*watchers, return_exceptions=True)
+        previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.stop, sig.name)
+        try:
+            watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
+            watchers.append(asyncio.create_task(self._watch_terminal()))
+            await self._stopping.wait()
+            log.info("stopping_children")
+            await self._terminate(grace_s)
+            await asyncio.gather(*watchers, return_exceptions=True)
+        finally:
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                if handler is not None:  # None: installed outside Python, left as it is
+                    signal.signal(sig, handler)
 
 
-def plan(settings: Settings, dsn: str) -> list[Child]:
+def plan(settings: Settings, dsn: str, *, json_output: bool) -> list[Child]:
     env = dict(os.environ)
     env["MNEMO_DATABASE_URL"] = dsn
-    env.setdefault("MNEMO_LOG_FORMAT", "console" if sys.stdout.isatty() else "json")
+    env["MNEMO_LOG_FORMAT"] = "json" if json_output else "console"
+    env["MNEMO_SUPERVISOR_PID"] = str(os.getpid())
     children = [Child("api", [_command("mnemo-api")], env)]
     for i in range(settings.embedders):
         children.append(Child(f"embedder-{i + 1}", [_command("mnemo-embedder")], env))
@@ -151,31 +224,83 @@ async def _migrate(dsn: str, dim: int) -> None:
         await conn.close()
 
 
-def up(settings: Settings) -> int:
-    pg = None
-    dsn = settings.database_url
-    if not dsn:
-        from mnemo_core.localpg import LocalPostgres
+class StopRequested(Exception):
+    """A stop signal arrived while ``mnemo up`` was starting (before the supervisor ran)."""
 
-        pg = LocalPostgres(
-            settings.data_dir,
-            port=settings.db_port,
-            user=settings.db_user,
-            password=settings.db_password,
-            database=settings.db_name,
-        )
-        dsn = pg.start()
+
+@contextmanager
+def _stop_signals() -> Iterator[dict[str, bool]]:
+    """While starting, a stop signal raises :class:`StopRequested` (so PostgreSQL, if it
+    is already up, is stopped on the way out); once stopping, further ones are noted and
+    ignored, so a second SIGHUP or Ctrl-C cannot cut the stop of PostgreSQL short."""
+    state = {"stopping": False}
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if state["stopping"]:
+            log.info("signal_ignored_while_stopping", signal=name)
+            return
+        raise StopRequested(name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
     try:
-        asyncio.run(_migrate(dsn, settings.embedding_dim))
-        log.info(
-            "mnemo_up",
-            api=f"http://{settings.api_host}:{settings.api_port}",
-            embedders=settings.embedders,
-            indexers=settings.indexers,
-            database="embedded" if pg else "external",
-        )
-        asyncio.run(Supervisor(plan(settings, dsn)).run(settings.grace_period_s + 5))
+        yield state
     finally:
-        if pg is not None:
-            pg.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def preflight(settings: Settings) -> str | None:
+    """Why ``mnemo up`` cannot start, before it starts anything: the API's port is taken
+    (an API left running, another ``mnemo up``) would only make the API crash-loop."""
+    if not can_bind(settings.api_host, settings.api_port):
+        return (
+            f"{settings.api_host}:{settings.api_port} is already in use (MNEMO_API_PORT): "
+            "is another `mnemo up` or mnemo-api running? Stop it, or set MNEMO_API_PORT "
+            "to a free port"
+        )
+    return None
+
+
+def up(settings: Settings) -> int:
+    problem = preflight(settings)
+    if problem:
+        log.error("api_port_in_use", port=settings.api_port, error=problem)
+        return 1
+    json_output = mlog.uses_json(settings.log_format)
+    pg = None
+    with _stop_signals() as state:
+        try:
+            dsn = settings.database_url
+            if not dsn:
+                from mnemo_core.localpg import LocalPostgres
+
+                pg = LocalPostgres(
+                    settings.data_dir,
+                    port=settings.db_port,
+                    user=settings.db_user,
+                    password=settings.db_password,
+                    database=settings.db_name,
+                )
+                dsn = pg.start()
+            asyncio.run(_migrate(dsn, settings.embedding_dim))
+            log.info(
+                "mnemo_up",
+                api=f"http://{settings.api_host}:{settings.api_port}",
+                embedders=settings.embedders,
+                indexers=settings.indexers,
+                database="embedded" if pg else "external",
+            )
+            children = plan(settings, dsn, json_output=json_output)
+            supervisor = Supervisor(children, json_output=json_output)
+            asyncio.run(supervisor.run(settings.grace_period_s + 5))
+        except StopRequested as exc:
+            log.info("stopped_while_starting", signal=str(exc))
+        except (MnemoError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            log.error("mnemo_up_failed", error=str(exc))
+            return 1
+        finally:
+            state["stopping"] = True
+            if pg is not None:
+                pg.stop()
     return 0

@@ -36,6 +36,23 @@ def port_in_use(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def can_bind(host: str, port: int) -> bool:
+    """Could a server listen on host:port now? Binds the way uvicorn does (SO_REUSEADDR, so
+    a closed connection in TIME_WAIT does not count), and fails exactly when it would."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return True  # not ours to judge: the server reports a bad address itself
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError:
+            return False
+    return True
+
+
 @dataclass
 class LocalPostgres:
     data_dir: Path

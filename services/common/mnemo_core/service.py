@@ -1,19 +1,67 @@
-"""What every worker's main() shares: waiting for the schema, signals, the grace period,
-and the container health check."""
+"""What every service's main() shares: dying with the local runner, waiting for the schema,
+signals, the grace period, and the container health check."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 
 from mnemo_core import db, migrate
 from mnemo_core import logging as mlog
 from mnemo_core.errors import DatabaseUnavailable
 from mnemo_core.queries import Q
+from mnemo_core.settings import Settings, SettingsError
+from mnemo_core.settings import load as load_settings
 
 log = mlog.get(__name__)
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def start(service: str, **overrides: object) -> Settings:
+    """What a service's main() does first: read the settings (an invalid one exits 2 with
+    the variable named), configure logging, and stop with the supervisor if there is one."""
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        mlog.configure(service, os.environ.get("MNEMO_LOG_FORMAT", "auto"))
+        log.error("invalid_settings", error=str(exc))
+        sys.exit(2)
+    mlog.configure(service, settings.log_format, settings.log_level)
+    die_with_parent(settings.supervisor_pid)
+    return settings
+
+
+def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM) -> bool:
+    """Get ``sig`` when the process that started us dies, however it dies (Linux only).
+
+    ``mnemo up`` starts every service with MNEMO_SUPERVISOR_PID set to its own pid; a
+    service calls this first thing, so a supervisor killed with SIGKILL (or crashing) does
+    not leave its API holding the port and its workers running under PID 1: the kernel
+    sends them SIGTERM and they stop the usual graceful way.
+
+    The child asks for it itself, after exec, rather than through a ``preexec_fn`` of
+    subprocess: that hook runs Python between fork and exec, which is unsafe in a parent
+    with threads (asyncio's child watcher and executor are threads) and is refused in
+    subinterpreters. The parent may die before the call: then it was re-parented already
+    and no signal will come, so compare ``getppid()`` after asking and go at once.
+
+    Returns whether the request is in force (False: not Linux, not under a supervisor)."""
+    if not parent_pid or not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+        log.warning("pdeathsig_failed", errno=ctypes.get_errno())
+        return False
+    if os.getppid() != parent_pid:
+        log.warning("supervisor_gone", supervisor_pid=parent_pid)
+        os.kill(os.getpid(), sig)
+    return True
 
 
 async def wait_for_schema(dsn: str, *, application_name: str, within_s: float = 120.0) -> None:

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# pgvector's HNSW index takes `vector` columns of at most 2,000 dimensions; the events and
+# code chunks are searched through one, so a larger model could store vectors but never
+# be searched. Refused at start, by name, instead.
+MAX_EMBEDDING_DIM = 2000
+
+
+class SettingsError(ValueError):
+    """A setting from the environment is invalid; the message names the variable."""
 
 
 class Settings(BaseSettings):
@@ -70,15 +79,20 @@ class Settings(BaseSettings):
     # Local runner
     embedders: int = 1
     indexers: int = 1
+    # Set by `mnemo up` for the services it starts: they stop when that process dies.
+    supervisor_pid: int = 0
 
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "info"
 
     @field_validator("embedding_dim")
     @classmethod
-    def _dim_positive(cls, v: int) -> int:
-        if not 1 <= v <= 16000:
-            raise ValueError("embedding_dim must be between 1 and 16000")
+    def _dim_in_range(cls, v: int) -> int:
+        if not 1 <= v <= MAX_EMBEDDING_DIM:
+            raise ValueError(
+                f"must be between 1 and {MAX_EMBEDDING_DIM}: pgvector's HNSW index takes "
+                f"at most {MAX_EMBEDDING_DIM} dimensions"
+            )
         return v
 
     @property
@@ -95,5 +109,19 @@ class Settings(BaseSettings):
         )
 
 
-def load() -> Settings:
-    return Settings()
+def load(**overrides: Any) -> Settings:
+    """The settings from the environment (and ``overrides``); :class:`SettingsError` names
+    each variable at fault, e.g. ``MNEMO_EMBEDDING_DIM=4096: must be between 1 and 2000``."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        name = "MNEMO_" + "_".join(str(p) for p in e.get("loc", ())).upper()
+        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{name}={e.get('input')!s}: {msg}")
+    return "; ".join(parts)

@@ -60,19 +60,20 @@ class QueueWorker:
         return {}
 
     async def run(self) -> None:
-        async with self.pool.acquire() as conn:
-            await workers.register(conn, self.worker_id, self.kind, self.settings.batch_size)
-        log.info("worker_started", worker_id=self.worker_id, kind=self.kind, once=self.once)
-        try:
-            # Every log line of this worker's tasks carries its id (the tasks copy the context).
-            with structlog.contextvars.bound_contextvars(worker_id=self.worker_id):
+        # Every log line of this worker, its tasks' and its shutdown's, carries its id (the
+        # tasks copy the context).
+        with structlog.contextvars.bound_contextvars(worker_id=self.worker_id):
+            async with self.pool.acquire() as conn:
+                await workers.register(conn, self.worker_id, self.kind, self.settings.batch_size)
+            log.info("worker_started", kind=self.kind, once=self.once)
+            try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._heartbeat_loop(), name="heartbeat")
                     for name, coro in self.side_loops().items():
                         tg.create_task(coro, name=name)
                     tg.create_task(self._batch_loop(), name="batches")
-        finally:
-            await self._shutdown()
+            finally:
+                await self._shutdown()
 
     async def _shutdown(self) -> None:
         try:

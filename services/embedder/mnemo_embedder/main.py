@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 
+import structlog
+
 from mnemo_core import db, service, workers
 from mnemo_core import logging as mlog
 from mnemo_core.settings import Settings
@@ -32,6 +34,8 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         ok = await service.check_heartbeat(settings.dsn(), "embedder", settings.worker_dead_after_s)
         return 0 if ok else 1
     worker_id = workers.new_worker_id("embedder")
+    # Every line of this process from here on names its worker, model loading included.
+    structlog.contextvars.bind_contextvars(worker_id=worker_id)
     app_name = f"mnemo-embedder:{worker_id}"
     await service.wait_for_schema(settings.dsn(), application_name=app_name)
     threads = args.threads if args.threads is not None else settings.torch_threads
@@ -54,8 +58,7 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    settings = Settings()
-    mlog.configure("embedder", settings.log_format, settings.log_level)
+    settings = service.start("embedder")
     try:
         code = asyncio.run(amain(args, settings))
     except Exception as exc:

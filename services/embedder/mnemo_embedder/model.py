@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from mnemo_core import logging as mlog
 from mnemo_core.settings import DEFAULT_MODEL
 
 POISON_MARKER = "\x7fmnemo-poison\x7f"
@@ -58,7 +59,11 @@ class SentenceTransformerModel:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # Progress bars ("Loading weights") are not log lines: off.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from sentence_transformers import SentenceTransformer
+
+        _quiet_libraries()
 
         self.name = name
         self.batch_size = batch_size
@@ -69,6 +74,11 @@ class SentenceTransformerModel:
             else self._st.get_sentence_embedding_dimension()
         )
         self.dim = int(dim or 0)
+        # The first call sets the tokenizer's padding and truncation; later calls with the
+        # same settings leave them alone. Setting them borrows the Rust tokenizer mutably,
+        # which fails ("Already borrowed") while another thread encodes: the embedder
+        # encodes queries beside batches, so this happens here, before either starts.
+        self.encode(["warm-up"])
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
@@ -81,6 +91,19 @@ class SentenceTransformerModel:
             show_progress_bar=False,
         )
         return np.asarray(out, dtype=np.float32)
+
+
+def _quiet_libraries() -> None:
+    """No progress bars, and the log records of transformers and huggingface_hub through
+    the service's own renderer (they install stderr handlers of their own otherwise)."""
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    huggingface_hub.utils.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
+    mlog.adopt_library_loggers("transformers", "huggingface_hub")
 
 
 def _resolve(name: str) -> str:
@@ -108,15 +131,54 @@ def load(name: str, *, dim: int, batch_size: int, threads: int) -> Model:
     return model
 
 
-def cpu_limit() -> int | None:
-    """CPUs granted by the cgroup (docker `cpus:`), if any."""
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+V1_CPU_DIRS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
+
+
+def cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int | None:
+    """CPUs granted by the cgroup (docker `cpus:`), rounded up, if any.
+
+    cgroup v2: ``cpu.max`` holds ``<quota> <period>`` (``max`` for none). cgroup v1: the
+    cpu controller's ``cpu.cfs_quota_us`` (-1 for none) and ``cpu.cfs_period_us``, in this
+    process's cgroup as ``/proc/self/cgroup`` names it, else at the controller's mount root
+    (what a container sees of its own cgroup)."""
+    v2 = _read(root / "cpu.max")
+    if v2 is not None:
+        quota, _, period = v2.partition(" ")
+        return None if quota == "max" else _cpus(quota, period or "100000")
+    own = _v1_cpu_path(proc_cgroup)
+    for sub in V1_CPU_DIRS:
+        for d in ([root / sub / own.lstrip("/")] if own else []) + [root / sub]:
+            q, p = _read(d / "cpu.cfs_quota_us"), _read(d / "cpu.cfs_period_us")
+            if q is not None and p is not None:
+                return _cpus(q, p)
+    return None
+
+
+def _read(path: Path) -> str | None:
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-    except (OSError, ValueError):
+        return path.read_text().strip()
+    except OSError:
         return None
-    if quota == "max":
+
+
+def _cpus(quota: str, period: str) -> int | None:
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
         return None
-    return max(1, math.ceil(int(quota) / int(period)))
+    return max(1, math.ceil(q / p)) if q > 0 and p > 0 else None
+
+
+def _v1_cpu_path(proc_cgroup: Path) -> str | None:
+    """This process's cgroup under the v1 cpu controller (``4:cpu,cpuacct:/docker/ab``)."""
+    for line in (_read(proc_cgroup) or "").splitlines():
+        _, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if "cpu" in controllers.split(","):
+            return path
+    return None
 
 
 def set_threads(threads: int) -> int:

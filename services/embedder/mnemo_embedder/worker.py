@@ -13,8 +13,9 @@ from typing import Any
 import asyncpg
 import numpy as np
 import structlog
+from pgvector import Vector
 
-from mnemo_core import db, jobs, queue, vectors
+from mnemo_core import db, jobs, queue
 from mnemo_core import logging as mlog
 from mnemo_core.code import ChunkStore
 from mnemo_core.errors import PoisonMessage
@@ -71,9 +72,12 @@ class EmbedWorker(QueueWorker):
         super().__init__(pool, settings, worker_id=worker_id, once=once)
         self.model = model
         self.stores: dict[str, ItemStore] = stores or {"event": EventStore(), "chunk": ChunkStore()}
-        # One thread owns the model. Batches go in slices, so a query embedding waits for
-        # at most one slice, never a whole batch.
+        # One thread encodes batches, in slices; query texts for search have a thread of
+        # their own, so a query never waits behind a slice (a slice of 64 long texts takes
+        # about a second on two cores). Inference only reads the model's weights (no_grad),
+        # which two threads may do at once; the tokenizer's settings are fixed at load.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode")
+        self._query_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query")
         self._query_wake = asyncio.Event()
         # The previous group's write, in flight while the model encodes the next group.
         self._writing: asyncio.Future[None] | None = None
@@ -89,10 +93,13 @@ class EmbedWorker(QueueWorker):
         except db.UNAVAILABLE_ERRORS as exc:  # unacknowledged: redelivered after its timeout
             log.warning("final_write_failed", error=str(exc))
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._query_executor.shutdown(wait=False, cancel_futures=True)
         await super()._shutdown()
 
     async def _query_loop(self) -> None:
-        """Answer query embeddings for search: woken by NOTIFY, polling once a second too."""
+        """Answer query embeddings for search: woken by NOTIFY, polling once a second too.
+        Nothing a query does stops this loop: a query that fails gets an error answer; an
+        unexpected error is logged, and the loop goes on a second later."""
         listener: asyncpg.Connection | None = None
         while not self._stop.is_set():
             try:
@@ -109,43 +116,66 @@ class EmbedWorker(QueueWorker):
                 log.warning("query_loop_db_error", error=str(exc))
                 listener = None
                 await wait(self._stop, 1.0)
+            except Exception as exc:
+                log.exception("query_loop_error", error=str(exc))
+                await wait(self._stop, 1.0)
         if listener is not None and not listener.is_closed():
             await listener.close()
 
     async def _answer_queries(self) -> int:
+        """Read waiting queries, encode them, answer each (a vector or its error) and delete
+        them, in one transaction. Stale or malformed ones are deleted unanswered."""
         async with self.pool.acquire() as conn:
             msgs = await queue.read(conn, queue.EMBED_QUERY, vt=30, qty=32)
         if not msgs:
             return 0
-        now = time.time()
-        fresh, texts = [], []
-        for m in msgs:
-            body = m.body if isinstance(m.body, dict) else {}
-            text, reply = body.get("text"), body.get("reply_to")
-            age = now - m.enqueued_at.timestamp()
-            if (
-                isinstance(text, str)
-                and isinstance(reply, str)
-                and age < self.settings.query_timeout_s
-            ):
-                fresh.append((m, body))
-                texts.append(text)
-        payloads: list[tuple[str, str]] = []
-        if texts:
-            try:
-                vecs = await self._encode(texts)
-                for (_, body), vec in zip(fresh, vecs, strict=True):
-                    payloads.append(
-                        (body["reply_to"], f"ok:{body.get('rid')}:{vectors.encode(vec)}")
-                    )
-            except Exception as exc:
-                for _, body in fresh:
-                    payloads.append((body["reply_to"], f"err:{body.get('rid')}:{str(exc)[:200]}"))
-        async with self.pool.acquire() as conn, conn.transaction():
-            for channel, payload in payloads:
-                await conn.execute(Q["answer_query"], channel, payload)
-            await queue.delete(conn, queue.EMBED_QUERY, [m.msg_id for m in msgs])
+        asks = _fresh_queries(msgs, self.settings.query_timeout_s)
+        answers = await self._embed_queries([a.text for a in asks])
+        try:
+            await self._write_answers(msgs, asks, answers)
+        except db.UNAVAILABLE_ERRORS:
+            raise
+        except Exception as exc:
+            # Still answer: every asker hears why instead of waiting out its timeout.
+            log.exception("query_answers_failed", error=str(exc), queries=len(asks))
+            why = f"could not store the answer: {type(exc).__name__}: {exc}"[:500]
+            await self._write_answers(msgs, asks, [why] * len(asks))
         return len(msgs)
+
+    async def _embed_queries(self, texts: list[str]) -> list[np.ndarray | str]:
+        """A vector per text, or why there is none. Query texts are encoded in their own
+        thread, beside the batch the model thread may be busy with (see __init__)."""
+        if not texts:
+            return []
+        out: list[np.ndarray | str]
+        try:
+            out = list(await self._encode(texts, self._query_executor))
+        except Exception:
+            out = []  # one text may break the model: find it, answer the others
+            for text in texts:
+                try:
+                    out.append((await self._encode([text], self._query_executor))[0])
+                except Exception as exc:
+                    log.warning("query_failed", error=str(exc))
+                    out.append(f"{type(exc).__name__}: {exc}"[:500])
+        bad = "the model made a vector that is not finite"
+        return [v if isinstance(v, str) or np.isfinite(v).all() else bad for v in out]
+
+    async def _write_answers(
+        self, msgs: list[queue.Message], asks: list[QueryAsk], answers: list[np.ndarray | str]
+    ) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if asks:
+                await conn.execute(
+                    Q["answer_queries"],
+                    [a.rid for a in asks],
+                    # Vector objects: asyncpg would read a bare ndarray as a nested array.
+                    [None if isinstance(v, str) else Vector(v) for v in answers],
+                    [v if isinstance(v, str) else None for v in answers],
+                    [a.reply_to for a in asks],
+                    2 * self.settings.query_timeout_s,
+                )
+            await queue.delete(conn, queue.EMBED_QUERY, [m.msg_id for m in msgs])
 
     # -- batches -------------------------------------------------------------------------
 
@@ -302,13 +332,16 @@ class EmbedWorker(QueueWorker):
             error=str(exc),
         )
 
-    async def _encode(self, texts: list[str]) -> np.ndarray:
-        """Encode longest-first slices in the model thread; returns rows in input order."""
+    async def _encode(
+        self, texts: list[str], executor: ThreadPoolExecutor | None = None
+    ) -> np.ndarray:
+        """Encode longest-first slices in the model thread (or ``executor``); returns rows
+        in input order."""
         loop = asyncio.get_running_loop()
         out = np.zeros((len(texts), self.model.dim), dtype=np.float32)
         for idx in _slices([len(t) for t in texts], self.settings.batch_size):
             part = await loop.run_in_executor(
-                self._executor, self.model.encode, [texts[i] for i in idx]
+                executor or self._executor, self.model.encode, [texts[i] for i in idx]
             )
             out[idx] = part
         return out
@@ -386,6 +419,27 @@ class EmbedWorker(QueueWorker):
                 await jobs.progress(
                     conn, job_id, failed=len(job_ids), error=why, attempts=w.msg.read_ct
                 )
+
+
+@dataclass(frozen=True)
+class QueryAsk:
+    rid: str
+    reply_to: str
+    text: str
+
+
+def _fresh_queries(msgs: list[queue.Message], timeout_s: float) -> list[QueryAsk]:
+    """The queries still worth answering: well-formed, and younger than the API's timeout."""
+    now = time.time()
+    out = []
+    for m in msgs:
+        body = m.body if isinstance(m.body, dict) else {}
+        rid, reply, text = body.get("rid"), body.get("reply_to"), body.get("text")
+        if not (isinstance(rid, str) and isinstance(reply, str) and isinstance(text, str)):
+            continue
+        if now - m.enqueued_at.timestamp() < timeout_s:
+            out.append(QueryAsk(rid, reply, text))
+    return out
 
 
 def _job_of(w: Work) -> str | None:

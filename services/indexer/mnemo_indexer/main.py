@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 
+import structlog
+
 from mnemo_core import db, service, workers
 from mnemo_core import logging as mlog
 from mnemo_core.settings import Settings
@@ -34,6 +36,8 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         ok = await service.check_heartbeat(settings.dsn(), "indexer", settings.worker_dead_after_s)
         return 0 if ok else 1
     worker_id = workers.new_worker_id("indexer")
+    # Every line of this process from here on names its worker.
+    structlog.contextvars.bind_contextvars(worker_id=worker_id)
     app_name = f"mnemo-indexer:{worker_id}"
     await service.wait_for_schema(settings.dsn(), application_name=app_name)
     processes = args.processes if args.processes is not None else settings.parse_processes
@@ -55,8 +59,7 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    settings = Settings()
-    mlog.configure("indexer", settings.log_format, settings.log_level)
+    settings = service.start("indexer")
     try:
         code = asyncio.run(amain(args, settings))
     except Exception as exc:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 
 import asyncpg
+import structlog
 
 from mnemo_core import jobs, queue, resolve
 from mnemo_core import logging as mlog
@@ -43,6 +44,12 @@ class Replaced:
 
     claimed: list[int]
     ids: list[str]
+
+
+def _job_of(msg: queue.Message) -> str | None:
+    """The job a message says it belongs to, as far as it can be read before parsing."""
+    job_id = msg.body.get("job_id") if isinstance(msg.body, dict) else None
+    return job_id if isinstance(job_id, str) else None
 
 
 # A message made ready to write: what it asks, its files' current rows, what parsing gave.
@@ -91,7 +98,11 @@ class IndexWorker(QueueWorker):
                 ahead = None
                 if i + 1 < len(msgs):
                     ahead = asyncio.ensure_future(self._prepare(msgs[i + 1]))
-                await self._process(msg, prepared)
+                # Every line about this message names it and its job.
+                with structlog.contextvars.bound_contextvars(
+                    msg_id=msg.msg_id, job_id=_job_of(msg)
+                ):
+                    await self._process(msg, prepared)
         finally:
             if ahead is not None:  # stopping, or the database went away: not written
                 ahead.cancel()

@@ -197,9 +197,24 @@ SELECT pg_notify($1, $2);
 -- Queue a query text for the embedder ($1 message) and wake it, in one statement.
 SELECT pgmq.send('embed_query', $1::jsonb) AS msg_id, pg_notify('mnemo_embed_query', '');
 
--- answer_query --
--- Send an embedded query back to the API instance waiting on channel $1 (payload $2).
-SELECT pg_notify($1, $2);
+-- answer_queries --
+-- Answer query embeddings ($1 request ids, $2 vectors, NULL where $3 holds the error instead)
+-- and wake each asker on its channel ($4 channels) with its request id; answers nobody took
+-- within $5 seconds are dropped. Returns how many were answered.
+WITH stale AS (
+    DELETE FROM query_answers WHERE created_at < now() - make_interval(secs => $5)
+), answered AS (
+    INSERT INTO query_answers (rid, embedding, error)
+    SELECT * FROM unnest($1::text[], $2::vector[], $3::text[])
+    ON CONFLICT (rid) DO NOTHING
+)
+SELECT count(*) FROM (
+    SELECT pg_notify(u.channel, u.rid) FROM unnest($4::text[], $1::text[]) AS u(channel, rid)
+) AS woken;
+
+-- take_query_answer --
+-- Remove and return the answer to query embedding $1: its vector, or its error.
+DELETE FROM query_answers WHERE rid = $1 RETURNING embedding, error;
 
 -- ============================== workers =============================
 

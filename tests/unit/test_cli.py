@@ -1,0 +1,93 @@
+"""The CLI's argument parsing (global options on either side of the subcommand) and the
+workers table on terminals of several widths."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pytest
+from rich.console import Console
+
+from mnemo_cli.main import build_parser, print_workers
+
+JOB = "0b7c8a1e-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize(
+    ("argv", "json_out", "url"),
+    [
+        (["jobs", "show", JOB], False, None),
+        (["--json", "jobs", "show", JOB], True, None),
+        (["jobs", "show", JOB, "--json"], True, None),
+        (["jobs", "--json", "show", JOB], True, None),
+        (["--json", "jobs", "show", JOB, "--watch"], True, None),
+        (["--url", "http://a:1", "jobs", "list"], False, "http://a:1"),
+        (["jobs", "list", "--url", "http://a:1", "--json"], True, "http://a:1"),
+        (["events", "add", "a note", "--meta", "k=v", "--json"], True, None),
+        (["search", "the key", "--json", "--limit", "3"], True, None),
+        (["code", "search", "retry", "--json", "--url", "http://b:2"], True, "http://b:2"),
+        (["dlq", "list", "embed", "--json"], True, None),
+        (["workers", "--json"], True, None),
+        (["--url", "http://a:1", "status", "--url", "http://c:3"], False, "http://c:3"),
+    ],
+)
+def test_global_options_go_before_or_after_the_subcommand(
+    argv: list[str], json_out: bool, url: str | None
+) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.json is json_out and args.url == url
+
+
+def test_unknown_options_are_still_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["jobs", "show", JOB, "--jsonn"])
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+WORKERS = {
+    "workers": [
+        {
+            "id": "embedder-3f2a9c8b7d1e-1-76997b",  # a container's: hostname, pid, suffix
+            "kind": "embedder",
+            "alive": True,
+            "last_heartbeat": "2026-12-01T11:59:57.5+00:00",
+            "processed": 1234567,
+            "failed": 3,
+            "batch_size": 64,
+        },
+        {
+            "id": "indexer-build-machine-of-the-ops-team-48213-a1b2c3",
+            "kind": "indexer",
+            "alive": False,
+            "last_heartbeat": "2026-12-01T09:00:00+00:00",
+            "processed": 12,
+            "failed": 0,
+            "batch_size": 16,
+        },
+    ]
+}
+
+
+def render(width: int, data: dict) -> list[str]:
+    out = Console(file=io.StringIO(), width=width, color_system=None)
+    print_workers(data, out, NOW)
+    return [line.rstrip() for line in out.file.getvalue().splitlines()]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("width", [120, 80, 60])
+def test_worker_ids_are_never_cut(width: int) -> None:
+    lines = render(width, WORKERS)
+    for w in WORKERS["workers"]:
+        assert any(w["id"] in line for line in lines), (width, lines)
+    text = "\n".join(lines)
+    assert "…" not in text
+    assert "2s ago" in text and "3h ago" in text and "1234567" in text
+
+
+def test_a_table_when_it_fits() -> None:
+    (first,) = WORKERS["workers"][:1]
+    lines = render(80, {"workers": [first]})
+    assert lines[0].split() == ["id", "kind", "heartbeat", "processed", "failed", "batch"]
+    assert lines[2].split() == [first["id"], "embedder", "2s", "ago", "1234567", "3", "64"]
