@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -9,10 +10,12 @@ import signal
 import statistics
 import sysconfig
 import tarfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -224,25 +227,64 @@ def test_indexer_killed_during_a_repository_index(stack_factory: Any, fault_repo
 
 
 def test_duplicate_delivery_leaves_one_result(stack_factory: Any, fault_report: list) -> None:
-    """A visibility timeout shorter than the work: two embedders process the same messages
-    at the same time. One result per event, counted once."""
+    """Visibility timeouts that expire while the work is in hand: two embedders process the
+    same messages at the same time. One result per event, counted once.
+
+    Not left to timing (a fast machine finishes a batch inside a 1 s timeout): while half
+    the events are still pending, the test expires every in-flight message's visibility
+    timeout again and again (what a timeout shorter than the work does), so the other
+    embedder reads what this one is encoding."""
     n = size(1200, 4000)
     s: Stack = stack_factory(MNEMO_VISIBILITY_TIMEOUT_S="1", MNEMO_MAX_ATTEMPTS="50")
     s.start_api()
     job_ids = s.post_batches(n, "dup", per_batch=200)
+    expired: list[int] = []
+    reads: list[int] = []  # the highest delivery count in the queue, sampled
+    stop = threading.Event()
+
+    def expire_in_flight() -> None:
+        async def run() -> None:
+            conn = await asyncpg.connect(s.dsn)
+            try:
+                pending = "SELECT count(*) FROM events WHERE embedding_status = 'pending'"
+                while not stop.is_set() and await conn.fetchval(pending) > n // 2:
+                    rows = await conn.fetch(
+                        "UPDATE pgmq.q_embed SET vt = now() WHERE vt > now() RETURNING msg_id"
+                    )
+                    expired.extend(r["msg_id"] for r in rows)
+                    reads.append(
+                        await conn.fetchval("SELECT coalesce(max(read_ct), 0) FROM pgmq.q_embed")
+                    )
+                    await asyncio.sleep(0.05)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    injector = threading.Thread(target=expire_in_flight, daemon=True)
     workers = [s.start("mnemo-embedder"), s.start("mnemo-embedder")]
-    jobs = s.wait_jobs(job_ids, timeout=600)
+    injector.start()
+    try:
+        jobs = s.wait_jobs(job_ids, timeout=600)
+    finally:
+        stop.set()
+        injector.join(30)
     assert {j["status"] for j in jobs} == {"succeeded"}
     assert sum(j["progress"]["done"] for j in jobs) == n
     assert event_state(s) == {"done": n, "vectors": n}
-    # Evidence the fault happened: messages handled by both workers (their batch logs).
+    assert s.one("SELECT count(*) FROM pgmq.q_embed") == 0
+    assert s.one("SELECT count(*) FROM pgmq.q_embed_dlq") == 0
+    # The fault happened: messages were made visible in flight and delivered again.
+    assert expired, "no in-flight message was expired"
+    assert max(reads) >= 2, "no message was delivered twice"
+    # Which messages both workers wrote a batch for (their logs): reported, not asserted.
     handled = [_msg_ids(w) for w in workers]
     redelivered = len(handled[0] & handled[1])
-    assert redelivered > 0
     fault_report.append(
         {
-            "fault": "duplicate concurrent delivery (vt=1s)",
-            "injected": redelivered,
+            "fault": "duplicate concurrent delivery (in-flight timeouts expired)",
+            "injected": len(set(expired)),
+            "processed_by_both": redelivered,
             "items": n,
             "in_flight": None,
             "lost": 0,
