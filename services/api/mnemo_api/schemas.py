@@ -60,6 +60,16 @@ def _safe(text: str) -> str:
 SafeStr = Annotated[str, AfterValidator(_safe)]
 
 
+def _finite(v: list[float]) -> list[float]:
+    if not all(math.isfinite(x) for x in v):
+        raise ValueError("values must be finite numbers")
+    return v
+
+
+# A vector pgvector can store: no NaN, no infinity (1e999 parses as one).
+FiniteVector = Annotated[list[float], AfterValidator(_finite)]
+
+
 def _aware(ts: dt.datetime | None) -> dt.datetime | None:
     """Naive timestamps are taken as UTC."""
     if ts is not None and ts.tzinfo is None:
@@ -76,7 +86,7 @@ class EventIn(BaseModel):
     )
     metadata: dict[str, Any] = Field(default_factory=dict)
     timestamp: dt.datetime | None = None
-    embedding: list[float] | None = Field(
+    embedding: FiniteVector | None = Field(
         default=None, description="A vector of the configured dimension skips the queue"
     )
 
@@ -89,13 +99,6 @@ class EventIn(BaseModel):
     @classmethod
     def _storable(cls, v: dict[str, Any]) -> dict[str, Any]:
         return check_json(v)
-
-    @field_validator("embedding")
-    @classmethod
-    def _finite(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and not all(math.isfinite(x) for x in v):
-            raise ValueError("embedding values must be finite numbers")
-        return v
 
 
 class EventBatchIn(BaseModel):
@@ -138,7 +141,7 @@ class SearchIn(BaseModel):
             _check_text(v, "q")
         return v
 
-    vector: list[float] | None = None
+    vector: FiniteVector | None = None
     limit: int = Field(default=10, ge=1, le=200)
     filter_metadata: dict[str, Any] | None = None
     ts_start: dt.datetime | None = None
@@ -161,13 +164,6 @@ class SearchIn(BaseModel):
             if not isinstance(v, dict):
                 raise ValueError("filter_metadata must be a JSON object")
             check_json(v, max_depth=MAX_FILTER_DEPTH)
-        return v
-
-    @field_validator("vector")
-    @classmethod
-    def _finite(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and not all(math.isfinite(x) for x in v):
-            raise ValueError("vector values must be finite numbers")
         return v
 
     @model_validator(mode="after")
