@@ -41,10 +41,12 @@ def wait_for_sync(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+import io  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tarfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
@@ -116,3 +118,25 @@ def wait_ready(url: str, proc: Proc, timeout: float = 60.0) -> None:
             return False
 
     wait_for_sync(ready, timeout=timeout, interval=0.2, what=f"{proc.name} ready")
+
+
+def tar_gz_of(files: dict[str, str]) -> bytes:
+    """A .tar.gz holding ``files`` (path -> text), as an upload would carry them."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def gzip_bomb(name: str = "zeros.txt", size: int = 50_000_000) -> bytes:
+    """One member declaring ``size`` bytes of zeros: about a thousandth of it compressed."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        tar.addfile(info, io.BytesIO(b"\0" * size))
+    return buf.getvalue()

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import os
 import signal
 import statistics
 import sysconfig
-import tarfile
 import threading
 import time
 from pathlib import Path
@@ -23,7 +21,7 @@ import pytest
 from mnemo_embedder.model import POISON_MARKER
 from mnemo_indexer.chunking import ParseError, parse_file
 from tests.faults.conftest import SOAK, Stack, size, timer
-from tests.helpers import Proc, wait_for_sync
+from tests.helpers import Proc, tar_gz_of, wait_for_sync
 
 pytestmark = pytest.mark.fault
 
@@ -113,14 +111,7 @@ def stdlib_tarball(packages: list[str]) -> tuple[bytes, dict[str, str]]:
             if "test" in p.relative_to(root).parts[1:-1] or p.stat().st_size > 1_000_000:
                 continue
             files[p.relative_to(root).as_posix()] = p.read_text(encoding="utf-8")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue(), files
+    return tar_gz_of(files), files
 
 
 def test_indexer_killed_during_a_repository_index(stack_factory: Any, fault_report: list) -> None:

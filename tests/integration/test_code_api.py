@@ -16,6 +16,7 @@ from mnemo_embedder.model import HashModel
 from mnemo_embedder.worker import EmbedWorker
 from mnemo_indexer.pool import ParsePool
 from mnemo_indexer.worker import IndexWorker
+from tests.helpers import tar_gz_of
 from tests.integration.test_api import client_for, make_settings
 from tests.integration.test_indexer import FILES
 
@@ -179,17 +180,6 @@ async def rows(dsn: str, sql: str) -> list[dict]:
         await conn.close()
 
 
-def tar_of(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for path, content in files.items():
-            data = content.encode()
-            info = tarfile.TarInfo(path)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 EMAIL = {
     "email/__init__.py": "from email.message import Message\n\n"
     "def message_from_string(s):\n    return Message(s)\n",
@@ -202,7 +192,7 @@ async def test_archive_and_json_keep_a_lone_top_folder(api: httpx.AsyncClient, d
     r = await api.post(
         "/v1/code/index",
         data={"repository": "mail"},
-        files={"archive": ("mail.tgz", tar_of(EMAIL), "application/gzip")},
+        files={"archive": ("mail.tgz", tar_gz_of(EMAIL), "application/gzip")},
     )
     assert r.status_code == 202, r.text
     r = await api.post("/v1/code/index", json={"repository": "mail2", "files": files_json(EMAIL)})
@@ -228,7 +218,7 @@ async def test_bad_strip_components(api: httpx.AsyncClient, value: str) -> None:
     r = await api.post(
         "/v1/code/index",
         data={"repository": "mail", "strip_components": value},
-        files={"archive": ("mail.tgz", tar_of(EMAIL), "application/gzip")},
+        files={"archive": ("mail.tgz", tar_gz_of(EMAIL), "application/gzip")},
     )
     assert r.status_code == 422, r.text
     assert r.json()["detail"].startswith("body.strip_components")
@@ -317,7 +307,7 @@ async def test_json_index_bodies_get_the_body_limit(dsn: str) -> None:
         r = await api.post(
             "/v1/code/index",
             data={"repository": "j"},
-            files={"archive": ("j.tgz", tar_of({"a.py": big}), "application/gzip")},
+            files={"archive": ("j.tgz", tar_gz_of({"a.py": big}), "application/gzip")},
         )
         assert r.status_code == 202, r.text
         r = await api.post(

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from mnemo_core import db
+from tests.helpers import gzip_bomb
 from tests.integration.test_api import client_for, make_settings
 from tests.integration.test_code_api import drain, files_json
 
@@ -76,16 +77,6 @@ def zip_of(entries: dict[str, bytes], *, symlink: str | None = None) -> bytes:
             info = zipfile.ZipInfo(symlink)
             info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
-    return buf.getvalue()
-
-
-def gzip_bomb() -> bytes:
-    """One member declaring 50 MB of zeros: about 50 kB compressed."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("zeros.txt")
-        info.size = 50_000_000
-        tar.addfile(info, io.BytesIO(b"\0" * info.size))
     return buf.getvalue()
 
 

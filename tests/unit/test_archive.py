@@ -10,6 +10,7 @@ import pytest
 
 from mnemo_api.archive import Limits, TooLarge, clean_path, unpack
 from mnemo_core.errors import InvalidInput
+from tests.helpers import gzip_bomb
 
 LIMITS = Limits(max_file_bytes=1000, max_expanded_bytes=100_000, max_entries=50)
 
@@ -126,13 +127,8 @@ def test_zip_bomb_stops_early() -> None:
 
 def test_gzip_bomb_stops_while_decompressing() -> None:
     # One member declaring 50 MB of zeros: refused before it is all decompressed.
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info = tarfile.TarInfo("big.txt")
-        info.size = 50_000_000
-        tar.addfile(info, io.BytesIO(b"\0" * info.size))
     with pytest.raises(TooLarge, match="decompression bomb"):
-        unpack(buf.getvalue(), LIMITS)
+        unpack(gzip_bomb("big.txt"), LIMITS)
 
 
 def test_too_many_entries() -> None:
