@@ -81,6 +81,10 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # FastAPI's native OpenTelemetry is off: MnemoLite exports Prometheus metrics at
+        # /metrics and JSON logs, and configures no OTel provider. Left on, every request
+        # looks the global providers up again (environment reads, isinstance checks).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     errors.install(app)
     ops_metrics = app.state.ops = metrics.Ops(settings)
@@ -88,6 +92,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         app.include_router(router)
     for router in (dlq.router, metrics.router, ui.router):
         app.include_router(router)
+    # First, so it is matched before FastAPI's own routes (see CreateEventFastPath).
+    app.router.routes.insert(0, events.CreateEventFastPath(app.router))
     app.add_middleware(
         ApiKeys, keys=settings.api_key_list, protected=metrics.protected_paths(settings)
     )
