@@ -18,8 +18,10 @@ SEP = "\x1f"  # joins list values inside one text[] element for unnest()
 
 @dataclass(frozen=True)
 class ChunkRow:
+    # The text to embed is not kept, only its hash: the embedder builds it again from the
+    # stored chunk (``chunk_embed_text``), and a ChunkRow crosses from the parser process
+    # (a quarter of what it pickled was that text: bench/README.md, change 16).
     chunk: Chunk
-    embed_text: str
     embed_hash: str
     search_text: str
 
@@ -50,7 +52,6 @@ def chunk_rows(parsed: ParsedFile) -> list[ChunkRow]:
         out.append(
             ChunkRow(
                 c,
-                text,
                 hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
                 chunk_search_text(
                     parsed.path, c.qualified_name, c.signature, c.docstring, c.content
