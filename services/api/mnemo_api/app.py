@@ -14,7 +14,7 @@ from mnemo_api.query_embedding import QueryEmbedder
 from mnemo_api.routes import code, dlq, events, jobs, ops, search, ui
 from mnemo_api.schemas import ERROR_RESPONSES
 from mnemo_api.state import AppState, QueueStatsCache
-from mnemo_core import __version__, db, migrate
+from mnemo_core import __version__, db, migrate, service
 from mnemo_core import logging as mlog
 from mnemo_core.errors import DatabaseUnavailable
 from mnemo_core.settings import Settings
@@ -52,7 +52,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
             await migrate_when_ready(settings)
-        pool = await db.create_pool(
+        # The database can go away again between the migrations and the pool: wait again.
+        pool = await service.open_pool(
             settings.dsn(),
             application_name="mnemo-api",
             min_size=settings.db_pool_min,

@@ -11,6 +11,8 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
+import asyncpg
+
 from mnemo_core import db, migrate
 from mnemo_core import logging as mlog
 from mnemo_core.errors import DatabaseUnavailable
@@ -84,6 +86,32 @@ async def wait_for_schema(dsn: str, *, application_name: str, within_s: float = 
         log.info("waiting_for_database", reason=reason, retry_in_s=delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+async def open_pool(
+    dsn: str, *, application_name: str, min_size: int, max_size: int, within_s: float = 120.0
+) -> asyncpg.Pool:
+    """A worker's pool, once its database is up with the schema in place. The database can
+    go away again between that check and the pool's first connection (the embedder loads
+    its model in between, seconds): the worker then waits again, as at start, instead of
+    exiting. Fails like ``wait_for_schema`` after ``within_s`` seconds in all."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    delay = 0.2
+    while True:
+        await wait_for_schema(
+            dsn, application_name=application_name, within_s=max(deadline - loop.time(), 0.0)
+        )
+        try:
+            return await db.create_pool(
+                dsn, application_name=application_name, min_size=min_size, max_size=max_size
+            )
+        except DatabaseUnavailable as exc:
+            if loop.time() > deadline:
+                raise
+            log.info("waiting_for_database", reason=str(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def run_until_stopped(

@@ -8,8 +8,8 @@ import sys
 
 import structlog
 
-from mnemo_core import db, service, workers
 from mnemo_core import logging as mlog
+from mnemo_core import service, workers
 from mnemo_core.settings import Settings
 from mnemo_embedder import model as models
 from mnemo_embedder.worker import EmbedWorker
@@ -47,7 +47,10 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         threads=threads,
     )
     log.info("model_loaded", model=model.name, dim=model.dim)
-    pool = await db.create_pool(settings.dsn(), application_name=app_name, min_size=1, max_size=4)
+    # The database may have gone away while the model loaded: wait for it again.
+    pool = await service.open_pool(
+        settings.dsn(), application_name=app_name, min_size=1, max_size=4
+    )
     try:
         worker = EmbedWorker(pool, model, settings, worker_id=worker_id, once=args.once)
         await service.run_until_stopped(worker.run(), worker.stop, grace_s=settings.grace_period_s)

@@ -8,8 +8,8 @@ import sys
 
 import structlog
 
-from mnemo_core import db, service, workers
 from mnemo_core import logging as mlog
+from mnemo_core import service, workers
 from mnemo_core.settings import Settings
 from mnemo_indexer.pool import ParsePool
 from mnemo_indexer.worker import IndexWorker
@@ -47,7 +47,9 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         log_format=settings.log_format,
         log_level=settings.log_level,
     )
-    pool = await db.create_pool(settings.dsn(), application_name=app_name, min_size=1, max_size=4)
+    pool = await service.open_pool(
+        settings.dsn(), application_name=app_name, min_size=1, max_size=4
+    )
     try:
         worker = IndexWorker(pool, settings, parser, worker_id=worker_id, once=args.once)
         await service.run_until_stopped(worker.run(), worker.stop, grace_s=settings.grace_period_s)

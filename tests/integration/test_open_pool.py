@@ -1,0 +1,69 @@
+"""``service.open_pool``: a service starting while its database is away waits for it (the
+embedder loads its model between its schema check and its pool, and the database can go in
+between: it used to exit). Against a real PostgreSQL that is stopped and started again."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from mnemo_core import db, migrate, service
+from mnemo_core.errors import DatabaseUnavailable
+from mnemo_core.localpg import LocalPostgres, free_port
+
+
+async def test_waits_for_a_database_that_comes_back(tmp_path: Path) -> None:
+    pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
+    await asyncio.to_thread(pg.start)
+    try:
+        conn = await db.connect(pg.dsn(), application_name="test")
+        await migrate.migrate(conn, embedding_dim=384)
+        await conn.close()
+        await asyncio.to_thread(pg.stop)
+
+        with pytest.raises(DatabaseUnavailable, match="not ready after"):
+            await service.open_pool(
+                pg.dsn(), application_name="t", min_size=1, max_size=2, within_s=1
+            )
+
+        opening = asyncio.ensure_future(
+            service.open_pool(pg.dsn(), application_name="t", min_size=1, max_size=2, within_s=60)
+        )
+        await asyncio.sleep(1.5)
+        assert not opening.done()  # still waiting, not failed
+        await asyncio.to_thread(pg.start)
+        pool = await asyncio.wait_for(opening, 60)
+        try:
+            assert await pool.fetchval("SELECT count(*) FROM schema_migrations") > 0
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
+async def test_waits_again_when_the_database_goes_before_the_pool(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schema check passed, then the pool's first connection fails (the database went
+    away in between): it checks and tries again rather than raising."""
+    real = db.create_pool
+    calls = 0
+
+    async def gone_once(*args: Any, **kwargs: Any) -> asyncpg.Pool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise DatabaseUnavailable("the database system is shutting down")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(db, "create_pool", gone_once)
+    pool = await service.open_pool(dsn, application_name="t", min_size=1, max_size=2)
+    try:
+        assert calls == 2
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
