@@ -91,9 +91,9 @@ async def wait_for_schema(dsn: str, *, application_name: str, within_s: float = 
 async def open_pool(
     dsn: str, *, application_name: str, min_size: int, max_size: int, within_s: float = 120.0
 ) -> asyncpg.Pool:
-    """A worker's pool, once its database is up with the schema in place. The database can
+    """A service's pool, once its database is up with the schema in place. The database can
     go away again between that check and the pool's first connection (the embedder loads
-    its model in between, seconds): the worker then waits again, as at start, instead of
+    its model in between, seconds): the service then waits again, as at start, instead of
     exiting. Fails like ``wait_for_schema`` after ``within_s`` seconds in all."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
