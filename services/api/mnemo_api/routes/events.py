@@ -37,14 +37,18 @@ def _to_new(ev: EventIn, dim: int, field: str) -> events.NewEvent:
     return events.NewEvent(ev.content, ev.metadata, ev.timestamp, vec)
 
 
-async def _ingest_one(st: AppState, new: events.NewEvent) -> tuple[int, EventAccepted]:
+async def _ingest(st: AppState, new: list[events.NewEvent]) -> events.Ingested:
     async with st.pool.acquire() as conn:  # one statement: atomic without BEGIN
-        done = await events.ingest(
+        return await events.ingest(
             conn,
-            [new],
+            new,
             model=st.settings.embedding_model,
             message_batch=st.settings.message_batch,
         )
+
+
+async def _ingest_one(st: AppState, new: events.NewEvent) -> tuple[int, EventAccepted]:
+    done = await _ingest(st, [new])
     accepted = EventAccepted(
         event_id=str(done.event_ids[0]),
         job_id=str(done.job_id) if done.job_id else None,
@@ -161,14 +165,9 @@ async def create_events(
             422, f"body.events: {len(body.events)} events; at most {limit} per batch"
         )
     dim = st.settings.embedding_dim
-    new = [_to_new(ev, dim, f"body.events.{i}") for i, ev in enumerate(body.events)]
-    async with st.pool.acquire() as conn:  # one statement: atomic without BEGIN
-        done = await events.ingest(
-            conn,
-            new,
-            model=st.settings.embedding_model,
-            message_batch=st.settings.message_batch,
-        )
+    done = await _ingest(
+        st, [_to_new(ev, dim, f"body.events.{i}") for i, ev in enumerate(body.events)]
+    )
     if not done.queued:
         response.status_code = 201
     return BatchAccepted(
