@@ -97,8 +97,8 @@ async def open_pool(
     exiting. Fails like ``wait_for_schema`` after ``within_s`` seconds in all."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
-    delay = 0.2
     while True:
+        # Waiting (with its backoff) is wait_for_schema's: a failed pool goes back to it.
         await wait_for_schema(
             dsn, application_name=application_name, within_s=max(deadline - loop.time(), 0.0)
         )
@@ -109,9 +109,8 @@ async def open_pool(
         except DatabaseUnavailable as exc:
             if loop.time() > deadline:
                 raise
-            log.info("waiting_for_database", reason=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            log.info("waiting_for_database", reason=str(exc))
+            await asyncio.sleep(0.2)  # never a tight loop against a flapping server
 
 
 async def run_until_stopped(

@@ -39,7 +39,6 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
     # Every line of this process from here on names its worker.
     structlog.contextvars.bind_contextvars(worker_id=worker_id)
     app_name = f"mnemo-indexer:{worker_id}"
-    await service.wait_for_schema(settings.dsn(), application_name=app_name)
     processes = args.processes if args.processes is not None else settings.parse_processes
     parser = ParsePool(
         processes,
@@ -47,7 +46,7 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         log_format=settings.log_format,
         log_level=settings.log_level,
     )
-    pool = await service.open_pool(
+    pool = await service.open_pool(  # waits for the database and its schema
         settings.dsn(), application_name=app_name, min_size=1, max_size=4
     )
     try:
