@@ -14,7 +14,7 @@ from mnemo_core import graph as graphs
 from mnemo_core.settings import Settings
 from mnemo_embedder.model import HashModel
 from mnemo_embedder.worker import EmbedWorker
-from mnemo_indexer.pool import ParsePool
+from mnemo_indexer.pool import FileRows, ParsePool
 from mnemo_indexer.worker import IndexWorker
 
 MODEL = "hash-384"
@@ -370,3 +370,35 @@ async def test_commonjs_default_export_call_lands_on_the_function(
     async with pool.acquire() as conn:
         other = await graphs.symbol(conn, "shop", "semver.functions.eq.eq")
     assert [(c["qualified_name"], c["resolved"]) for c in other["callees"]] == [("cmp", False)]
+
+
+async def test_next_read_is_parsed_while_the_last_message_in_hand_is_written(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    """With one message a read, the next message's files still go to the parser before
+    the message in hand has been written: reading on does not wait for the end of a read."""
+    files = {f"pkg/m{i}.py": f"def f{i}():\n    return {i}\n" for i in range(40)}  # 3 messages
+    acc = await submit(pool, files)
+    events: list[tuple[str, frozenset[str]]] = []
+
+    class Recording:  # the shared parser, its calls recorded
+        async def parse(self, path: str, content: str, language: str | None) -> FileRows:
+            events.append(("parse", frozenset({path})))
+            return await parser.parse(path, content, language)
+
+    class Worker(IndexWorker):
+        async def _write(self, msg, m, rows, out):  # type: ignore[no-untyped-def]
+            counts = await super()._write(msg, m, rows, out)
+            events.append(("written", frozenset(r["path"] for r in rows)))
+            return counts
+
+    recording: ParsePool = Recording()  # type: ignore[assignment]
+    w = Worker(pool, settings(index_messages=1), recording, worker_id="i-ahead", once=True)
+    await asyncio.wait_for(w.run(), 60)
+    writes = [paths for kind, paths in events if kind == "written"]
+    assert len(writes) == 3 and frozenset().union(*writes) == set(files)
+    for k, paths in enumerate(writes[:-1]):
+        before = events[: events.index(("written", paths))]
+        assert any(kind == "parse" and p <= writes[k + 1] for kind, p in before), k
+    job = await job_of(pool, acc.job_id)
+    assert job["result"]["files_indexed"] == len(files)
