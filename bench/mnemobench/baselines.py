@@ -4,6 +4,8 @@
 
 - ``encode``: the embedder's model (same name, batch size and torch threads, loaded the way
   ``mnemo-embedder`` loads it) calling ``encode`` once on every text; one warm-up batch first.
+  With ``start_flag``, several such processes (each on its share of the texts) load and warm
+  up, then start together when the parent creates that file.
 - ``parse``: the indexer's chunker in one process: ``parse_file`` over every file, then the
   same again with the rows the parser processes build (``parse_and_build``).
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,17 +29,30 @@ def encode(spec: dict[str, Any]) -> dict[str, Any]:
         spec["model"], dim=spec["dim"], batch_size=spec["batch_size"], threads=spec["threads"]
     )
     model.encode(texts[: spec["batch_size"]])  # warm-up: torch's first call allocates
+    if spec.get("start_flag"):
+        # Run beside other baselines: say so, and start together when the flag appears.
+        Path(f"{spec['start_flag']}.ready.{os.getpid()}").touch()
+        while not os.path.exists(spec["start_flag"]):
+            time.sleep(0.005)
+    started = time.time()
     best = float("inf")
     for _ in range(int(spec.get("repeat", 1))):
         t = time.perf_counter()
         vecs = model.encode(texts)
         best = min(best, time.perf_counter() - t)
+    ended = time.time()
     assert len(vecs) == len(texts)
     if spec.get("save"):
         import numpy as np
 
         np.save(spec["save"], np.asarray(vecs, dtype=np.float32))
-    return {"n": len(texts), "seconds": best, "texts_per_s": len(texts) / best}
+    return {
+        "n": len(texts),
+        "seconds": best,
+        "texts_per_s": len(texts) / best,
+        "started": started,
+        "ended": ended,
+    }
 
 
 def parse(spec: dict[str, Any]) -> dict[str, Any]:

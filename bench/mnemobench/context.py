@@ -147,6 +147,50 @@ class Context:
         }
         return await self.process("baselines", spec, label)
 
+    async def encode_together(
+        self, parts: list[list[str]], threads: int, label: str
+    ) -> dict[str, Any]:
+        """Raw ``encode`` in one process per part at the same time, each with ``threads``
+        torch threads; timed from the first start to the last end, after all have loaded."""
+        flag = self.work / f"{label}.go"
+        specs = []
+        for k, texts in enumerate(parts):
+            texts_path = self.work / f"{label}-{k}-texts.json"
+            texts_path.write_text(json.dumps(texts))
+            specs.append(
+                {
+                    "mode": "encode",
+                    "model": self.cfg.model,
+                    "dim": self.stack.dim,
+                    "batch_size": self.cfg.batch_size,
+                    "threads": threads,
+                    "texts": str(texts_path),
+                    "start_flag": str(flag),
+                }
+            )
+        runs = [
+            asyncio.ensure_future(self.process("baselines", spec, f"{label}-{k}"))
+            for k, spec in enumerate(specs)
+        ]
+
+        async def loaded() -> bool:
+            for r in runs:
+                if r.done():
+                    r.result()  # a process that failed before it was ready: its error
+            return len(list(self.work.glob(f"{flag.name}.ready.*"))) == len(runs)
+
+        try:
+            await wait_until(loaded, within_s=300, what="the raw encoders loaded", interval=0.05)
+        finally:
+            flag.touch()  # on failure too: no encoder is left waiting for it
+            answers = await asyncio.gather(*runs, return_exceptions=True)
+        for a in answers:
+            if isinstance(a, BaseException):
+                raise a
+        n = sum(a["n"] for a in answers)
+        seconds = max(a["ended"] for a in answers) - min(a["started"] for a in answers)
+        return {"n": n, "seconds": seconds, "texts_per_s": n / seconds}
+
     async def load(self, spec: dict[str, Any], label: str) -> dict[str, Any]:
         return await self.process("loadgen", spec, label)
 

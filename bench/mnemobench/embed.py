@@ -109,15 +109,21 @@ async def run(ctx: Context) -> dict[str, dict[str, Any]]:
 
 async def run_scaling(ctx: Context) -> dict[str, dict[str, Any]]:
     """``scaling``: the same corpus through one embedder with one torch thread, then two
-    embedders with one each (the machine's two cores)."""
+    embedders with one each (the machine's two cores); and raw ``encode`` the same ways (one
+    process, then two at once on half the texts each), the most two embedders could get."""
     cfg = ctx.cfg
     texts = corpus.mixed_corpus(cfg.n_notes, cfg.n_code)
     # Alternate the two, best of each: load from other work only ever slows a run down, and
     # it slows the two-embedder runs most (the one-embedder run has a core to spare).
-    ones, twos = [], []
+    ones, twos, raw_ones, raw_twos = [], [], [], []
     for k in range(cfg.scaling_rounds):
         ones.append((await pipeline(ctx, texts, [1], f"scale_one_{k}"))["texts_per_s"])
         twos.append((await pipeline(ctx, texts, [1, 1], f"scale_two_{k}"))["texts_per_s"])
+        # What the machine gives two model processes at once, with no pipeline: raw encode
+        # with one thread alone, then two such processes on half the texts each.
+        raw_ones.append((await ctx.encode_baseline(texts, 1, f"scale-raw-one-{k}"))["texts_per_s"])
+        halves = [texts[0::2], texts[1::2]]
+        raw_twos.append((await ctx.encode_together(halves, 1, f"scale-raw-two-{k}"))["texts_per_s"])
     one, two = max(ones), max(twos)
     return {
         "scaling": {
@@ -129,5 +135,10 @@ async def run_scaling(ctx: Context) -> dict[str, dict[str, Any]]:
             "one_worker_threads": 1,
             "two_workers_threads": [1, 1],
             "one_worker_two_threads_per_s": ctx.two_threads_per_s,
+            "raw_one_process_per_s": max(raw_ones),
+            "raw_two_processes_per_s": max(raw_twos),
+            "raw_two_processes_speedup": max(raw_twos) / max(raw_ones),
+            "raw_one_process_runs_per_s": raw_ones,
+            "raw_two_processes_runs_per_s": raw_twos,
         }
     }

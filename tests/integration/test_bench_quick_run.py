@@ -18,7 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 REQUIRED = {
     "embed_pipeline": ["raw_texts_per_s", "e2e_texts_per_s", "ratio"],
-    "scaling": ["one_worker_per_s", "two_workers_per_s", "two_workers_speedup"],
+    "scaling": [
+        "one_worker_per_s",
+        "two_workers_per_s",
+        "two_workers_speedup",
+        "raw_two_processes_speedup",
+    ],
     "ingest": ["raw_per_s", "api_per_s", "ratio", "batch_events_per_s"],
     "search": [
         "n_events",
