@@ -116,6 +116,7 @@ async def run_scaling(ctx: Context) -> dict[str, dict[str, Any]]:
     # Alternate the two, best of each: load from other work only ever slows a run down, and
     # it slows the two-embedder runs most (the one-embedder run has a core to spare).
     ones, twos, raw_ones, raw_twos = [], [], [], []
+    raw_each: list[list[float]] = []
     for k in range(cfg.scaling_rounds):
         ones.append((await pipeline(ctx, texts, [1], f"scale_one_{k}"))["texts_per_s"])
         twos.append((await pipeline(ctx, texts, [1, 1], f"scale_two_{k}"))["texts_per_s"])
@@ -123,7 +124,9 @@ async def run_scaling(ctx: Context) -> dict[str, dict[str, Any]]:
         # with one thread alone, then two such processes on half the texts each.
         raw_ones.append((await ctx.encode_baseline(texts, 1, f"scale-raw-one-{k}"))["texts_per_s"])
         halves = [texts[0::2], texts[1::2]]
-        raw_twos.append((await ctx.encode_together(halves, 1, f"scale-raw-two-{k}"))["texts_per_s"])
+        together = await ctx.encode_together(halves, 1, f"scale-raw-two-{k}")
+        raw_twos.append(together["texts_per_s"])
+        raw_each.append(together["each_per_s"])
     one, two = max(ones), max(twos)
     return {
         "scaling": {
@@ -140,5 +143,8 @@ async def run_scaling(ctx: Context) -> dict[str, dict[str, Any]]:
             "raw_two_processes_speedup": max(raw_twos) / max(raw_ones),
             "raw_one_process_runs_per_s": raw_ones,
             "raw_two_processes_runs_per_s": raw_twos,
+            # Each raw process's own rate beside the other, against one process alone.
+            "raw_beside_other_ratio": max(sum(e) / len(e) for e in raw_each) / max(raw_ones),
+            "raw_each_runs_per_s": raw_each,
         }
     }

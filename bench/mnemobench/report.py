@@ -37,6 +37,7 @@ SHOWN: dict[str, list[str]] = {
         "two_workers_per_s",
         "one_worker_two_threads_per_s",
         "raw_two_processes_speedup",
+        "raw_beside_other_ratio",
     ],
     "ingest": ["raw_per_s", "api_per_s"],
     "search": [
