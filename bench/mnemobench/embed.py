@@ -110,7 +110,8 @@ async def run(ctx: Context) -> dict[str, dict[str, Any]]:
 async def run_scaling(ctx: Context) -> dict[str, dict[str, Any]]:
     """``scaling``: the same corpus through one embedder with one torch thread, then two
     embedders with one each (the machine's two cores); and raw ``encode`` the same ways (one
-    process, then two at once on half the texts each), the most two embedders could get."""
+    process, then two at once on half the texts each): what the machine gives two model
+    processes with no pipeline between them."""
     cfg = ctx.cfg
     texts = corpus.mixed_corpus(cfg.n_notes, cfg.n_code)
     # Alternate the two, best of each: load from other work only ever slows a run down, and
