@@ -131,20 +131,24 @@ class Context:
         (self.work / f"{label}.out.json").write_text(json.dumps(answer)[:100_000])
         return answer
 
-    async def encode_baseline(
-        self, texts: list[str], threads: int, label: str, save: Path | None = None
-    ) -> dict[str, Any]:
+    def _encode_spec(self, texts: list[str], threads: int, label: str) -> dict[str, Any]:
+        """A raw ``encode`` baseline's spec: the pipeline's model and batch size."""
         texts_path = self.work / f"{label}-texts.json"
         texts_path.write_text(json.dumps(texts))
-        spec = {
+        return {
             "mode": "encode",
             "model": self.cfg.model,
             "dim": self.stack.dim,
             "batch_size": self.cfg.batch_size,
             "threads": threads,
             "texts": str(texts_path),
-            "save": str(save) if save else None,
         }
+
+    async def encode_baseline(
+        self, texts: list[str], threads: int, label: str, save: Path | None = None
+    ) -> dict[str, Any]:
+        spec = self._encode_spec(texts, threads, label)
+        spec["save"] = str(save) if save else None
         return await self.process("baselines", spec, label)
 
     async def encode_together(
@@ -153,21 +157,10 @@ class Context:
         """Raw ``encode`` in one process per part at the same time, each with ``threads``
         torch threads; timed from the first start to the last end, after all have loaded."""
         flag = self.work / f"{label}.go"
-        specs = []
-        for k, texts in enumerate(parts):
-            texts_path = self.work / f"{label}-{k}-texts.json"
-            texts_path.write_text(json.dumps(texts))
-            specs.append(
-                {
-                    "mode": "encode",
-                    "model": self.cfg.model,
-                    "dim": self.stack.dim,
-                    "batch_size": self.cfg.batch_size,
-                    "threads": threads,
-                    "texts": str(texts_path),
-                    "start_flag": str(flag),
-                }
-            )
+        specs = [
+            {**self._encode_spec(texts, threads, f"{label}-{k}"), "start_flag": str(flag)}
+            for k, texts in enumerate(parts)
+        ]
         runs = [
             asyncio.ensure_future(self.process("baselines", spec, f"{label}-{k}"))
             for k, spec in enumerate(specs)
