@@ -8,20 +8,14 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 
 from pebble import ProcessExpired, ProcessPool
 
 from mnemo_core import logging as mlog
-from mnemo_indexer.chunking import ParsedFile, ParseError, parse_file
-from mnemo_indexer.records import ChunkRow, EdgeRow, chunk_rows, edge_rows
+from mnemo_indexer.chunking import ParseError, parse_file
+from mnemo_indexer.records import FileRows, file_rows
 
-
-@dataclass(frozen=True)
-class FileRows:
-    parsed: ParsedFile
-    chunks: list[ChunkRow]
-    edges: list[EdgeRow]
+__all__ = ["FileFailed", "FileRows", "ParsePool", "parse_and_build"]
 
 
 class FileFailed(Exception):
@@ -36,8 +30,7 @@ class FileFailed(Exception):
 
 def parse_and_build(path: str, content: str, language: str | None) -> FileRows:
     """Runs in a worker process: parse, then build the rows to write."""
-    parsed = parse_file(path, content, language)
-    return FileRows(parsed, chunk_rows(parsed), edge_rows(parsed))
+    return file_rows(parse_file(path, content, language))
 
 
 class ParsePool:

@@ -1,14 +1,22 @@
 """From a parsed file to the rows the indexer writes: chunks (with the text to embed and
-the lexical document) and graph edges (with resolution candidates). Pure functions."""
+the lexical document) and graph edges (with resolution candidates). Pure functions.
+
+A file's rows cross from the parser process to the indexer column by column
+(:class:`FileRows`): lists of strings and ints unpickle several times faster than an
+object per chunk and per edge, which was most of the indexer main process's time
+(bench/README.md, change 19)."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from mnemo_core.text import chunk_embed_text, chunk_search_text, module_path
-from mnemo_indexer.chunking import Chunk, ParsedFile
+from mnemo_indexer.chunking import ParsedFile
 from mnemo_indexer.chunking.names import file_qualified_name
 
 NON_SYMBOL_KINDS = frozenset({"module", "section", "window"})
@@ -16,22 +24,7 @@ SELF_NAMES = frozenset({"self", "this", "cls", "@"})
 SEP = "\x1f"  # joins list values inside one text[] element for unnest()
 
 
-@dataclass(frozen=True)
-class ChunkRow:
-    # The text to embed is not kept, only its hash: the embedder builds it again from the
-    # stored chunk (``chunk_embed_text``), and a ChunkRow crosses from the parser process
-    # (a quarter of what it pickled was that text: bench/README.md, change 16).
-    chunk: Chunk
-    embed_hash: str
-    search_text: str
-
-    @property
-    def is_symbol(self) -> bool:
-        return self.chunk.kind not in NON_SYMBOL_KINDS
-
-
-@dataclass(frozen=True)
-class EdgeRow:
+class EdgeRow(NamedTuple):
     source: str
     relationship: str
     external: str
@@ -40,25 +33,117 @@ class EdgeRow:
     line: int | None
 
 
+class ChunkColumns(NamedTuple):
+    """Chunks column by column, one element a chunk, in the order of ``insert_chunks``'
+    parameters $6..$19. The text to embed is not kept, only its hash: the embedder builds
+    it again from the stored chunk (``chunk_embed_text``)."""
+
+    kind: list[str]
+    name: list[str]
+    qualified_name: list[str]
+    parent_qualified_name: list[str | None]
+    signature: list[str]
+    docstring: list[str]
+    start_line: list[int]
+    end_line: list[int]
+    content: list[str]
+    calls: list[str]  # each chunk's callees joined by SEP
+    complexity: list[int]
+    content_hash: list[str]
+    embed_hash: list[str]
+    search_text: list[str]
+
+    @classmethod
+    def concat(cls, parts: Iterable[ChunkColumns]) -> ChunkColumns:
+        """The chunks of several files, one after the other."""
+        parts = list(parts)
+        return cls(*(_cat(p[k] for p in parts) for k in range(len(cls._fields))))
+
+
+class EdgeColumns(NamedTuple):
+    """Edges column by column, one element an edge."""
+
+    source: list[str]
+    relationship: list[str]
+    external: list[str]
+    candidates: list[tuple[str, ...]]
+    bare: list[str | None]
+    line: list[int | None]
+
+    @classmethod
+    def of(cls, edges: list[EdgeRow]) -> EdgeColumns:
+        if not edges:
+            return cls([], [], [], [], [], [])
+        return cls(*map(list, zip(*edges, strict=True)))
+
+    @classmethod
+    def concat(cls, parts: Iterable[EdgeColumns]) -> EdgeColumns:
+        parts = list(parts)
+        return cls(*(_cat(p[k] for p in parts) for k in range(len(cls._fields))))
+
+
+def _cat(lists: Iterable[list[Any]]) -> list[Any]:
+    return list(itertools.chain.from_iterable(lists))
+
+
+@dataclass(frozen=True, slots=True)
+class FileRows:
+    """One parsed file as the indexer writes it."""
+
+    language: str
+    imports: tuple[str, ...]
+    chunks: ChunkColumns
+    edges: EdgeColumns
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.chunks.kind)
+
+    @property
+    def n_symbols(self) -> int:
+        return sum(1 for k in self.chunks.kind if k not in NON_SYMBOL_KINDS)
+
+    @property
+    def n_edges(self) -> int:
+        return len(self.edges.source)
+
+
+def file_rows(parsed: ParsedFile) -> FileRows:
+    return FileRows(
+        parsed.language, parsed.imports, chunk_columns(parsed), EdgeColumns.of(edge_rows(parsed))
+    )
+
+
 def base_name(qualified_name: str) -> str:
     """``a.B.f@2`` -> ``a.B.f``: pieces of a split unit act as the unit."""
     return qualified_name.split("@", 1)[0]
 
 
-def chunk_rows(parsed: ParsedFile) -> list[ChunkRow]:
-    out = []
-    for c in parsed.chunks:
+def chunk_columns(parsed: ParsedFile) -> ChunkColumns:
+    cs = parsed.chunks
+    embed_hashes, search_texts = [], []
+    for c in cs:
         text = chunk_embed_text(c.qualified_name, c.signature, c.docstring, c.content)
-        out.append(
-            ChunkRow(
-                c,
-                hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
-                chunk_search_text(
-                    parsed.path, c.qualified_name, c.signature, c.docstring, c.content
-                ),
-            )
+        embed_hashes.append(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+        search_texts.append(
+            chunk_search_text(parsed.path, c.qualified_name, c.signature, c.docstring, c.content)
         )
-    return out
+    return ChunkColumns(
+        [c.kind for c in cs],
+        [c.name for c in cs],
+        [c.qualified_name for c in cs],
+        [c.parent_qualified_name for c in cs],
+        [c.signature for c in cs],
+        [c.docstring for c in cs],
+        [c.start_line for c in cs],
+        [c.end_line for c in cs],
+        [c.content for c in cs],
+        [SEP.join(c.calls) for c in cs],
+        [c.complexity for c in cs],
+        [c.content_hash for c in cs],
+        embed_hashes,
+        search_texts,
+    )
 
 
 def resolve_import(path: str, imported: str) -> tuple[str, ...]:

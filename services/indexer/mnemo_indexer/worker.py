@@ -23,7 +23,7 @@ from mnemo_core.retry import DeadLetter, backoff_s, decide, exhausted
 from mnemo_core.settings import Settings
 from mnemo_core.worker_base import QueueWorker
 from mnemo_indexer.pool import FileFailed, FileRows, ParsePool
-from mnemo_indexer.records import SEP, EdgeRow
+from mnemo_indexer.records import SEP, ChunkColumns, EdgeColumns
 
 log = mlog.get(__name__)
 
@@ -232,9 +232,9 @@ class IndexWorker(QueueWorker):
             for file_id in pending_chunks.claimed:
                 fr = out.parsed[file_id]
                 counts["files"] += 1
-                counts["chunks"] += len(fr.chunks)
-                counts["symbols"] += sum(1 for c in fr.chunks if c.is_symbol)
-                counts["edges"] += len(fr.edges)
+                counts["chunks"] += fr.n_chunks
+                counts["symbols"] += fr.n_symbols
+                counts["edges"] += fr.n_edges
             counts["queued"] = len(pending_chunks.ids)
             await queue.send_many(
                 conn,
@@ -288,8 +288,8 @@ class IndexWorker(QueueWorker):
                 ids,
                 [by_id[i]["content_hash"] for i in ids],
                 job_id,
-                [SEP.join(parsed[i].parsed.imports) for i in ids],
-                [parsed[i].parsed.language for i in ids],
+                [SEP.join(parsed[i].imports) for i in ids],
+                [parsed[i].language for i in ids],
             )
         ]
         if not claimed:
@@ -303,59 +303,53 @@ class IndexWorker(QueueWorker):
         for p in await conn.fetch(Q["pending_chunks_of_files"], claimed):
             await jobs.progress(conn, p["job_id"], total=-p["n"])  # old chunks leave old jobs
         await conn.execute(Q["clear_file_rows"], claimed)
-        rows = [(i, c) for i in claimed for c in parsed[i].chunks]
-        cs = [c.chunk for _, c in rows]
-        vecs = [reuse.get(c.embed_hash) for _, c in rows]
+        chunks = ChunkColumns.concat(parsed[i].chunks for i in claimed)
+        owners = [i for i in claimed for _ in range(parsed[i].n_chunks)]  # file of each chunk
+        vecs = [reuse.get(h) for h in chunks.embed_hash]
         inserted = await conn.fetch(
             Q["insert_chunks"],
-            [i for i, _ in rows],
-            [by_id[i]["repository"] for i, _ in rows],
-            [by_id[i]["path"] for i, _ in rows],
-            [parsed[i].parsed.language for i, _ in rows],
+            owners,
+            [by_id[i]["repository"] for i in owners],
+            [by_id[i]["path"] for i in owners],
+            [parsed[i].language for i in owners],
             job_id,
-            [c.kind for c in cs],
-            [c.name for c in cs],
-            [c.qualified_name for c in cs],
-            [c.parent_qualified_name for c in cs],
-            [c.signature for c in cs],
-            [c.docstring for c in cs],
-            [c.start_line for c in cs],
-            [c.end_line for c in cs],
-            [c.content for c in cs],
-            [SEP.join(c.calls) for c in cs],
-            [c.complexity for c in cs],
-            [c.content_hash for c in cs],
-            [c.embed_hash for _, c in rows],
-            [c.search_text for _, c in rows],
+            *chunks,  # $6..$19, in ChunkColumns' order
             vecs,
             [model if v is not None else None for v in vecs],
             ["done" if v is not None else "pending" for v in vecs],
         )
-
-        def repo_of(ie: tuple[int, EdgeRow]) -> str:
-            return str(by_id[ie[0]]["repository"])
-
-        edges = sorted(((i, e) for i in claimed for e in parsed[i].edges), key=repo_of)
+        # Edges by repository (a message's files are usually all of one), each resolved
+        # against its repository's current symbols.
+        by_repo = sorted(claimed, key=lambda i: str(by_id[i]["repository"]))
+        edge_owners: list[int] = []
+        parts: list[EdgeColumns] = []
         targets: list[str | None] = []
-        for repo, group in itertools.groupby(edges, key=repo_of):
-            mine = [e for _, e in group]
+        for repo, group in itertools.groupby(by_repo, key=lambda i: str(by_id[i]["repository"])):
+            mine = list(group)
+            cols = EdgeColumns.concat(parsed[i].edges for i in mine)
             known, bare_map = await resolve.lookups(
                 conn,
                 repo,
-                (c for x in mine for c in x.candidates),
-                (x.bare for x in mine if x.bare is not None),
+                itertools.chain.from_iterable(cols.candidates),
+                (b for b in cols.bare if b is not None),
             )
-            targets += [resolve.pick(x.candidates, x.bare, known, bare_map) for x in mine]
+            targets += [
+                resolve.pick(c, b, known, bare_map)
+                for c, b in zip(cols.candidates, cols.bare, strict=True)
+            ]
+            edge_owners += [i for i in mine for _ in range(parsed[i].n_edges)]
+            parts.append(cols)
+        edges = EdgeColumns.concat(parts)
         await conn.execute(
             Q["insert_edges"],
-            [i for i, _ in edges],
-            [by_id[i]["repository"] for i, _ in edges],
-            [x.source for _, x in edges],
-            [x.relationship for _, x in edges],
-            [x.external for _, x in edges],
-            [SEP.join(x.candidates) for _, x in edges],
-            [x.bare for _, x in edges],
-            [x.line for _, x in edges],
+            edge_owners,
+            [by_id[i]["repository"] for i in edge_owners],
+            edges.source,
+            edges.relationship,
+            edges.external,
+            [SEP.join(c) for c in edges.candidates],
+            edges.bare,
+            edges.line,
             targets,
         )
         return Replaced(
