@@ -337,7 +337,7 @@ async def test_minified_file_indexes_in_bounded_time(pool: asyncpg.Pool, parser:
     assert parsed_in < 20, parsed_in
     async with pool.acquire() as conn:
         n, stored, searched = await conn.fetchrow(
-            "SELECT count(*), sum(length(content)), sum(length(search_text)) FROM code_chunks"
+            "SELECT count(*), sum(length(content)), sum(length(tsv::text)) FROM code_chunks"
         )
     assert n > 10_000
     assert stored <= 2 * len(text), stored

@@ -222,3 +222,60 @@ def test_upsert_batches(sizes: list[int], limit: int, expected: list[list[int]])
 
     files = [SourceFile(f"f{i}", b"x" * n) for i, n in enumerate(sizes)]
     assert [[len(f.data) for f in b] for b in _batches(files, limit)] == expected
+
+
+def _lexemes(literal: str) -> dict[str, int]:
+    """A tsvector literal of chunk_lexemes -> {word: positions}."""
+    out = {}
+    for entry in literal.split():
+        word, _, positions = entry.partition(":")
+        out[word] = len(positions.split(","))
+    return out
+
+
+def test_chunk_lexemes_hold_the_words_of_names_and_identifiers() -> None:
+    from mnemo_core.text import chunk_lexemes
+
+    lex = _lexemes(
+        chunk_lexemes(
+            "shop/pricing.py",
+            "shop.pricing.apply_discount",
+            "def apply_discount(price, pct):",
+            "Lower a price by a percentage.",
+            "def apply_discount(price, pct):\n    # see RFC\n    return parseHTTPResponse(price)",
+        )
+    )
+    for word in [
+        "shop",
+        "pricing",
+        "py",
+        "apply",
+        "discount",
+        "price",
+        "pct",
+        "lower",
+        "percentage",
+        "parsehttpresponse",
+        "parse",
+        "http",
+        "response",
+        "rfc",
+        "see",
+    ]:
+        assert word in lex, word
+    assert "apply_discount" not in lex  # underscores separate, as in PostgreSQL's parser
+    # Positions count occurrences: the name's words weigh more than a word said once.
+    assert lex["discount"] > lex["percentage"] == 1
+
+
+def test_chunk_lexemes_stay_within_postgres_limits() -> None:
+    from mnemo_core.text import LEXEME_BUDGET, chunk_lexemes
+
+    assert chunk_lexemes("", "", "", "", "") == ""
+    lex = _lexemes(chunk_lexemes("a.py", "a.f", "", "the " * 400 + "café", "x" * 3000))
+    assert lex["the"] == 255  # PostgreSQL keeps at most 256 positions of a lexeme
+    assert "x" * 3000 not in lex  # over 2,047 bytes: PostgreSQL refuses it, to_tsvector drops it
+    assert "café" in lex
+    many = " ".join(f"name{i}" for i in range(60_000))
+    literal = chunk_lexemes("a.py", "a.f", "", "", many)
+    assert sum(len(w) for w in _lexemes(literal)) <= LEXEME_BUDGET

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import re
@@ -60,23 +61,65 @@ def chunk_embed_text(qualified_name: str, signature: str, docstring: str, conten
     return f"{head}\n{content}"[:EMBED_TEXT_CHARS]
 
 
-def chunk_search_text(
+#: The lexical document's words: runs of letters and digits, lowercased (underscores, ``$``
+#: and punctuation separate, as in PostgreSQL's parser). Only [a-z0-9] words are ever
+#: queried (``lexical_terms``); the others are kept, harmlessly.
+_WORD = re.compile(r"[^\W_]+")
+#: PostgreSQL keeps at most 256 positions of a lexeme and refuses one over 2,047 bytes.
+_MAX_POSITIONS = 255
+_MAX_LEXEME_BYTES = 2047
+#: Characters of lexemes per chunk; the rest of an enormous chunk's words are dropped.
+LEXEME_BUDGET = 200_000
+# ":1", ":1,2", ... : a lexeme's positions, one per occurrence.
+_POSITIONS = [""] + [":" + ",".join(map(str, range(1, n + 1))) for n in range(1, 256)]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _ident_words(ident: str) -> tuple[str, ...]:
+    """An identifier's words in the lexical document: split (``parseHTTP_v2`` -> parse,
+    http, v2), then as written, lowercased (``parsehttp``, ``v2``)."""
+    return _split(ident) + tuple(_WORD.findall(ident.lower()))
+
+
+def chunk_lexemes(
     path: str, qualified_name: str, signature: str, docstring: str, content: str
 ) -> str:
-    """The lexical leg's document: names as written and split into words, the signature,
-    the docstring and every identifier of the code, split too."""
+    """The lexical leg's document of a chunk, as a ``tsvector`` literal: the words of its
+    path, qualified name (as written and split), signature and docstring, and of every
+    identifier in its code (split, and as written), each with one position per occurrence
+    (``ts_rank_cd`` of an OR query adds one cover per occurrence: positions stand for the
+    count). Built here rather than by ``to_tsvector`` in a generated column, which was a
+    quarter of PostgreSQL's time indexing code (bench/README.md, change 20).
+    """
+    counts = collections.Counter(
+        _WORD.findall(f"{path}\n{qualified_name}\n{signature}\n{docstring}".lower())
+    )
+    counts.update(_split(qualified_name))
     idents = dict.fromkeys(_IDENTIFIER.findall(f"{qualified_name} {signature} {content}"))
-    split = dict.fromkeys(itertools.chain.from_iterable(map(_split, idents)))
-    parts = [
-        path,
-        qualified_name,
-        " ".join(split_identifier(qualified_name)),
-        signature,
-        docstring,
-        " ".join(split),
-        " ".join(idents).lower(),
-    ]
-    return "\n".join(p for p in parts if p)[:200_000]
+    counts.update(itertools.chain.from_iterable(map(_ident_words, idents)))
+    if not counts:
+        return ""
+    if (
+        sum(map(len, counts)) > LEXEME_BUDGET
+        or max(map(len, counts)) * 4 > _MAX_LEXEME_BYTES
+        or max(counts.values()) > _MAX_POSITIONS
+    ):
+        return _bounded_lexemes(counts)
+    # Words hold no whitespace, quote, backslash or colon: they need no quoting.
+    return " ".join([w + _POSITIONS[n] for w, n in counts.items()])
+
+
+def _bounded_lexemes(counts: collections.Counter[str]) -> str:
+    """The literal of an unusual chunk: PostgreSQL's limits applied, within the budget."""
+    parts, size = [], 0
+    for w, n in counts.items():
+        if len(w.encode("utf-8", "surrogatepass")) > _MAX_LEXEME_BYTES:
+            continue  # to_tsvector drops such a word too
+        size += len(w)
+        if size > LEXEME_BUDGET:
+            break
+        parts.append(w + _POSITIONS[min(n, _MAX_POSITIONS)])
+    return " ".join(parts)
 
 
 STOPWORDS = frozenset(

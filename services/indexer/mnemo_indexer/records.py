@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from mnemo_core.text import chunk_embed_text, chunk_search_text, module_path
+from mnemo_core.text import chunk_embed_text, chunk_lexemes, module_path
 from mnemo_indexer.chunking import ParsedFile
 from mnemo_indexer.chunking.names import file_qualified_name
 
@@ -51,7 +51,7 @@ class ChunkColumns(NamedTuple):
     complexity: list[int]
     content_hash: list[str]
     embed_hash: list[str]
-    search_text: list[str]
+    lexemes: list[str]  # the lexical document, a tsvector literal
 
     @classmethod
     def concat(cls, parts: Iterable[ChunkColumns]) -> ChunkColumns:
@@ -121,12 +121,12 @@ def base_name(qualified_name: str) -> str:
 
 def chunk_columns(parsed: ParsedFile) -> ChunkColumns:
     cs = parsed.chunks
-    embed_hashes, search_texts = [], []
+    embed_hashes, lexemes = [], []
     for c in cs:
         text = chunk_embed_text(c.qualified_name, c.signature, c.docstring, c.content)
         embed_hashes.append(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
-        search_texts.append(
-            chunk_search_text(parsed.path, c.qualified_name, c.signature, c.docstring, c.content)
+        lexemes.append(
+            chunk_lexemes(parsed.path, c.qualified_name, c.signature, c.docstring, c.content)
         )
     return ChunkColumns(
         [c.kind for c in cs],
@@ -142,7 +142,7 @@ def chunk_columns(parsed: ParsedFile) -> ChunkColumns:
         [c.complexity for c in cs],
         [c.content_hash for c in cs],
         embed_hashes,
-        search_texts,
+        lexemes,
     )
 
 

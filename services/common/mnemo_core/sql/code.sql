@@ -122,20 +122,21 @@ DELETE FROM code_chunks WHERE file_id = ANY($1::bigint[]);
 
 -- insert_chunks --
 -- Chunks from parallel arrays, one element a chunk: $1 file ids, $2 repositories, $3 paths,
--- $4 languages, job $5, then $6 kinds .. $22 statuses; returns ids and statuses.
+-- $4 languages, job $5, then $6 kinds .. $18 embed hashes, $19 lexical documents (tsvector
+-- literals), $20 vectors, $21 models, $22 statuses; returns ids and statuses.
 INSERT INTO code_chunks (file_id, repository, path, language, job_id, kind, name,
     qualified_name, parent_qualified_name, signature, docstring, start_line, end_line, content,
-    calls, complexity, content_hash, embed_hash, search_text, embedding, embedding_model,
+    calls, complexity, content_hash, embed_hash, tsv, embedding, embedding_model,
     embedding_status)
 SELECT u.file_id, u.repository, u.path, u.language, $5, u.kind, u.name, u.qname, u.parent,
        u.sig, u.doc, u.s, u.e, u.content, string_to_array(u.calls, E'\x1f'), u.cx, u.chash,
-       u.ehash, u.stext, u.emb, u.model, u.status
+       u.ehash, u.lexemes::tsvector, u.emb, u.model, u.status
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
             $12::int[], $13::int[], $14::text[], $15::text[], $16::int[], $17::text[],
             $18::text[], $19::text[], $20::vector[], $21::text[], $22::text[])
      AS u(file_id, repository, path, language, kind, name, qname, parent, sig, doc, s, e,
-          content, calls, cx, chash, ehash, stext, emb, model, status)
+          content, calls, cx, chash, ehash, lexemes, emb, model, status)
 RETURNING id, embedding_status;
 
 -- insert_edges --
