@@ -67,3 +67,21 @@ def test_the_api_accepts_exactly_the_languages_the_indexer_parses() -> None:
     from mnemo_indexer.chunking import SUPPORTED_LANGUAGES
 
     assert LANGUAGES == SUPPORTED_LANGUAGES
+
+
+def test_a_files_edges_are_unique_as_the_edges_table_requires() -> None:
+    """insert_edges has no ON CONFLICT: edge_rows must never repeat (source, relationship,
+    external) within a file, however often a call is repeated or an import duplicated."""
+    from mnemo_indexer.chunking import parse_file
+    from mnemo_indexer.records import edge_rows
+
+    src = (
+        "import os\nimport os\nfrom a import b\nfrom a import b\n\n"
+        "def f():\n    b()\n    b()\n    os.path.join()\n\n"
+        "class K:\n    def f(self):\n        self.f()\n        self.f()\n        b()\n\n"
+        "b()\nb()\n"
+    )
+    edges = edge_rows(parse_file("pkg/m.py", src))
+    keys = [(e.source, e.relationship, e.external) for e in edges]
+    assert len(keys) == len(set(keys))
+    assert ("pkg.m.f", "calls", "b") in keys and ("pkg.m", "calls", "b") in keys

@@ -142,15 +142,16 @@ RETURNING id, embedding_status;
 -- insert_edges --
 -- Edges from parallel arrays, one element an edge: $1 file ids, $2 repositories, $3 sources,
 -- $4 relationships, $5 externals, $6 candidate lists joined by U+001F, $7 bare names,
--- $8 lines, $9 resolved targets.
+-- $8 lines, $9 resolved targets. No ON CONFLICT: a file's edges are unique by construction
+-- (records.edge_rows keeps one per source, relationship and external) and its old edges are
+-- cleared in the same transaction; the speculative insert cost ~15% of this statement.
 INSERT INTO code_edges (repository, file_id, source, relationship, external, candidates, bare,
                         target, line)
 SELECT u.repository, u.file_id, u.source, u.rel, u.ext, string_to_array(u.cands, E'\x1f'),
        u.bare, u.target, u.line
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
             $7::text[], $8::int[], $9::text[])
-     AS u(file_id, repository, source, rel, ext, cands, bare, line, target)
-ON CONFLICT (file_id, source, relationship, external) DO NOTHING;
+     AS u(file_id, repository, source, rel, ext, cands, bare, line, target);
 
 -- known_symbols --
 -- Which of names $2 are symbols (chunks) or modules (files) of repository $1.
