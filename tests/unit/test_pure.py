@@ -207,21 +207,23 @@ def test_lexical_terms(query: str, terms: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sizes", "limit", "expected"),
+    ("sizes", "limit", "most", "expected"),
     [
-        ([], 10, []),
-        ([3, 3, 3], 10, [[3, 3, 3]]),
-        ([4, 4, 4], 10, [[4, 4], [4]]),
-        ([20, 1, 1], 10, [[20], [1, 1]]),  # a file bigger than a batch goes alone
-        ([1, 20, 1], 10, [[1], [20], [1]]),
-        ([10, 10], 10, [[10], [10]]),
+        ([], 10, None, []),
+        ([3, 3, 3], 10, None, [[3, 3, 3]]),
+        ([4, 4, 4], 10, None, [[4, 4], [4]]),
+        ([20, 1, 1], 10, None, [[20], [1, 1]]),  # a file bigger than a batch goes alone
+        ([1, 20, 1], 10, None, [[1], [20], [1]]),
+        ([10, 10], 10, None, [[10], [10]]),
+        ([1, 1, 1, 1, 1], 10, 2, [[1, 1], [1, 1], [1]]),  # at most `most` items a run
+        ([1, 1, 9, 1], 10, 2, [[1, 1], [9, 1]]),
+        ([20, 20], 10, 1, [[20], [20]]),
     ],
 )
-def test_upsert_batches(sizes: list[int], limit: int, expected: list[list[int]]) -> None:
-    from mnemo_core.code import SourceFile, _batches
+def test_batches(sizes: list[int], limit: int, most: int | None, expected: list[list[int]]) -> None:
+    from mnemo_core.code import _batches
 
-    files = [SourceFile(f"f{i}", b"x" * n) for i, n in enumerate(sizes)]
-    assert [[len(f.data) for f in b] for b in _batches(files, limit)] == expected
+    assert [sizes[run] for run in _batches(sizes, limit, most)] == expected
 
 
 def _lexemes(literal: str) -> dict[str, int]:

@@ -46,6 +46,11 @@ LANGUAGES: frozenset[str] = frozenset(
 #: Content bytes per ``upsert_files`` statement: a big upload is written in several
 #: statements of one transaction, never as one message holding every file at once.
 UPSERT_BATCH_BYTES = 4 * 1024 * 1024
+#: Content bytes per ``index`` message (besides at most FILES_PER_MESSAGE files; a bigger
+#: file goes alone). Parsing and writing a message take time in proportion to its bytes:
+#: even messages keep the parser and the database busy together, where a 1 MB message
+#: among 30 KB ones left one waiting for the other (bench/README.md, change 21).
+MESSAGE_BYTES = 192 * 1024
 
 
 @dataclass(frozen=True)
@@ -70,16 +75,18 @@ class SourceFile:
         return self.data.decode("utf-8")
 
 
-def _batches(files: Sequence[SourceFile], max_bytes: int) -> Iterator[Sequence[SourceFile]]:
-    """Consecutive runs of files holding at most ``max_bytes`` of content (or one file)."""
+def _batches(sizes: Sequence[int], max_bytes: int, max_items: int | None = None) -> Iterator[slice]:
+    """Consecutive runs of items holding at most ``max_bytes`` (or one item bigger than
+    that) and at most ``max_items`` items, as slices of ``sizes``."""
     start, size = 0, 0
-    for i, f in enumerate(files):
-        if i > start and size + len(f.data) > max_bytes:
-            yield files[start:i]
+    for i, n in enumerate(sizes):
+        full = max_items is not None and i - start == max_items
+        if i > start and (full or size + n > max_bytes):
+            yield slice(start, i)
             start, size = i, 0
-        size += len(f.data)
-    if start < len(files):
-        yield files[start:]
+        size += n
+    if start < len(sizes):
+        yield slice(start, len(sizes))
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,9 @@ async def _store_and_queue(
     """Upsert the changed files as pending for ``job_id`` (a few MiB a statement) and queue
     their ids on ``index``."""
     ids: list[str] = []
-    for batch in _batches(changed, UPSERT_BATCH_BYTES):
+    sizes: list[int] = []
+    for run in _batches([len(f.data) for f in changed], UPSERT_BATCH_BYTES):
+        batch = changed[run]
         rows = await conn.fetch(
             Q["upsert_files"],
             repository,
@@ -115,13 +124,15 @@ async def _store_and_queue(
             [len(f.data) for f in batch],
             job_id,
         )
+        size_of = {f.path: len(f.data) for f in batch}
         ids += [str(r["id"]) for r in rows]
+        sizes += [size_of[r["path"]] for r in rows]
     await queue.send_many(
         conn,
         queue.INDEX,
         [
-            {"v": 1, "job_id": str(job_id), "kind": "file", "ids": ids[i : i + FILES_PER_MESSAGE]}
-            for i in range(0, len(ids), FILES_PER_MESSAGE)
+            {"v": 1, "job_id": str(job_id), "kind": "file", "ids": ids[run]}
+            for run in _batches(sizes, MESSAGE_BYTES, FILES_PER_MESSAGE)
         ],
     )
 
