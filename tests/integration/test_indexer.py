@@ -402,3 +402,20 @@ async def test_next_read_is_parsed_while_the_last_message_in_hand_is_written(
         assert any(kind == "parse" and p <= writes[k + 1] for kind, p in before), k
     job = await job_of(pool, acc.job_id)
     assert job["result"]["files_indexed"] == len(files)
+
+
+async def test_warm_up_starts_every_parser_process_before_the_first_file() -> None:
+    """pebble starts its processes on the first task; the indexer starts them (and parses
+    one line) before it registers, so the first job does not wait for them."""
+    import psutil
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    p = ParsePool(2, 20)
+    try:
+        assert {c.pid for c in me.children(recursive=True)} == before  # nothing started yet
+        await p.warm_up()
+        started = [c for c in me.children(recursive=True) if c.pid not in before]
+        assert len(started) >= 3  # the forkserver and both parser processes
+    finally:
+        p.close()

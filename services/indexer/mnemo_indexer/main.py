@@ -11,7 +11,7 @@ import structlog
 from mnemo_core import logging as mlog
 from mnemo_core import service, workers
 from mnemo_core.settings import Settings
-from mnemo_indexer.pool import ParsePool
+from mnemo_indexer.pool import FileFailed, ParsePool
 from mnemo_indexer.worker import IndexWorker
 
 log = mlog.get(__name__)
@@ -46,6 +46,11 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         log_format=settings.log_format,
         log_level=settings.log_level,
     )
+    try:
+        await parser.warm_up()
+    except FileFailed as exc:
+        parser.close()
+        raise RuntimeError(f"the parser cannot parse: {exc.reason}") from exc
     pool = await service.open_pool(  # waits for the database and its schema
         settings.dsn(), application_name=app_name, min_size=1, max_size=4
     )

@@ -66,6 +66,12 @@ class ParsePool:
         except (RecursionError, MemoryError, ValueError, UnicodeError) as exc:
             raise FileFailed(f"the parser failed: {type(exc).__name__}: {exc}") from exc
 
+    async def warm_up(self) -> None:
+        """Start the parser processes now (pebble starts them on the first task) and parse
+        one line of Python in one of them, so that the first files of the first job do not
+        wait for a process start, and a parser that cannot parse at all fails at start."""
+        await self.parse("warm_up.py", "def warm_up():\n    return None\n", "python")
+
     def close(self) -> None:
         self._pool.stop()
         self._pool.join(timeout=5)
