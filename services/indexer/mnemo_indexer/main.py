@@ -47,18 +47,21 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level,
     )
     try:
-        await parser.warm_up()
-    except FileFailed as exc:
-        parser.close()
-        raise RuntimeError(f"the parser cannot parse: {exc.reason}") from exc
-    pool = await service.open_pool(  # waits for the database and its schema
-        settings.dsn(), application_name=app_name, min_size=1, max_size=4
-    )
-    try:
-        worker = IndexWorker(pool, settings, parser, worker_id=worker_id, once=args.once)
-        await service.run_until_stopped(worker.run(), worker.stop, grace_s=settings.grace_period_s)
+        try:
+            await parser.warm_up()
+        except FileFailed as exc:
+            raise RuntimeError(f"the parser cannot parse: {exc.reason}") from exc
+        pool = await service.open_pool(  # waits for the database and its schema
+            settings.dsn(), application_name=app_name, min_size=1, max_size=4
+        )
+        try:
+            worker = IndexWorker(pool, settings, parser, worker_id=worker_id, once=args.once)
+            await service.run_until_stopped(
+                worker.run(), worker.stop, grace_s=settings.grace_period_s
+            )
+        finally:
+            await pool.close()
     finally:
-        await pool.close()
         parser.close()
     return 0
 
