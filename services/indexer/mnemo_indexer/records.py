@@ -56,8 +56,7 @@ class ChunkColumns(NamedTuple):
     @classmethod
     def concat(cls, parts: Iterable[ChunkColumns]) -> ChunkColumns:
         """The chunks of several files, one after the other."""
-        parts = list(parts)
-        return cls(*(_cat(p[k] for p in parts) for k in range(len(cls._fields))))
+        return cls(*_concat(parts, len(cls._fields)))
 
 
 class EdgeColumns(NamedTuple):
@@ -73,17 +72,18 @@ class EdgeColumns(NamedTuple):
     @classmethod
     def of(cls, edges: list[EdgeRow]) -> EdgeColumns:
         if not edges:
-            return cls([], [], [], [], [], [])
+            return cls(*([] for _ in cls._fields))
         return cls(*map(list, zip(*edges, strict=True)))
 
     @classmethod
     def concat(cls, parts: Iterable[EdgeColumns]) -> EdgeColumns:
-        parts = list(parts)
-        return cls(*(_cat(p[k] for p in parts) for k in range(len(cls._fields))))
+        return cls(*_concat(parts, len(cls._fields)))
 
 
-def _cat(lists: Iterable[list[Any]]) -> list[Any]:
-    return list(itertools.chain.from_iterable(lists))
+def _concat(parts: Iterable[tuple[list[Any], ...]], width: int) -> list[list[Any]]:
+    """Column-wise concatenation of tables that each hold ``width`` column lists."""
+    parts = list(parts)
+    return [list(itertools.chain.from_iterable(p[k] for p in parts)) for k in range(width)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -318,13 +318,16 @@ class IndexWorker(QueueWorker):
             [model if v is not None else None for v in vecs],
             ["done" if v is not None else "pending" for v in vecs],
         )
+
         # Edges by repository (a message's files are usually all of one), each resolved
         # against its repository's current symbols.
-        by_repo = sorted(claimed, key=lambda i: str(by_id[i]["repository"]))
+        def repo_of(file_id: int) -> str:
+            return str(by_id[file_id]["repository"])
+
         edge_owners: list[int] = []
         parts: list[EdgeColumns] = []
         targets: list[str | None] = []
-        for repo, group in itertools.groupby(by_repo, key=lambda i: str(by_id[i]["repository"])):
+        for repo, group in itertools.groupby(sorted(claimed, key=repo_of), key=repo_of):
             mine = list(group)
             cols = EdgeColumns.concat(parsed[i].edges for i in mine)
             known, bare_map = await resolve.lookups(
