@@ -424,3 +424,30 @@ async def test_warm_up_starts_every_parser_process_before_the_first_file() -> No
         assert len(parsers) == 2
     finally:
         p.close()
+
+
+async def test_an_upload_waits_for_an_indexer_that_holds_the_repository(
+    pool: asyncpg.Pool,
+) -> None:
+    """The indexer locks the repository, then stamps its row; an upload of the same
+    repository takes the lock before the row, so it waits instead of deadlocking."""
+    from mnemo_core.queries import Q
+
+    await submit(pool, {"a.py": "x = 1\n"})
+    async with pool.acquire() as indexer, pool.acquire() as watcher:
+        tx = indexer.transaction()
+        await tx.start()
+        await indexer.execute(Q["lock_repository"], "shop")
+        upload = asyncio.ensure_future(submit(pool, {"b.py": "y = 2\n"}))
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE '%pg_advisory_xact_lock%' AND pid <> pg_backend_pid()"
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "the upload never waited"
+            assert not upload.done(), upload
+            await asyncio.sleep(0.02)
+        await indexer.execute(Q["repository_indexed"], "shop")
+        await tx.commit()
+    acc = await asyncio.wait_for(upload, 10)
+    assert acc.changed == 1

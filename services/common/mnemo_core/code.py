@@ -154,8 +154,10 @@ async def index_files(
     for i, f in enumerate(files):
         if b"\x00" in f.data:
             raise InvalidInput(f"files.{i}.content", f"{f.path} contains NUL bytes (binary?)")
-    await conn.execute(Q["upsert_repository"], repository, commit, None)
+    # The repository's lock before its row, as every writer takes them: the indexer holds
+    # the lock when it stamps the row, and the other order deadlocked against it.
     await conn.execute(Q["lock_repository"], repository)
+    await conn.execute(Q["upsert_repository"], repository, commit, None)
     existing = {r["path"]: r for r in await conn.fetch(Q["files_of_repository"], repository)}
     changed: list[SourceFile] = []
     for f in files:
