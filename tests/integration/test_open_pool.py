@@ -1,4 +1,4 @@
-"""``service.open_pool``: a service starting while its database is away waits for it (the
+"""Start-up while the database is away: ``service.open_pool`` waits for it (the
 embedder loads its model between its schema check and its pool, and the database can go in
 between: it used to exit). Against a real PostgreSQL that is stopped and started again."""
 
@@ -67,3 +67,34 @@ async def test_waits_again_when_the_database_goes_before_the_pool(
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
+
+
+async def test_a_worker_registers_after_the_database_comes_back(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database goes away between the pool's first connection and the worker's
+    registration (asyncpg then reports the killed connection as "another operation is in
+    progress"): the worker waits and registers, where it used to exit."""
+    from mnemo_core import workers
+    from mnemo_core.settings import Settings
+    from mnemo_core.worker_base import QueueWorker
+
+    real = workers.register
+    calls = 0
+
+    async def gone_once(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncpg.exceptions.InternalClientError("another operation is in progress")
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(workers, "register", gone_once)
+
+    class Once(QueueWorker):
+        async def _read_and_process(self) -> None:
+            self.stop()
+
+    await asyncio.wait_for(Once(pool, Settings(), worker_id="w-back", once=True).run(), 30)
+    assert calls == 2
+    assert await pool.fetchval("SELECT count(*) FROM workers WHERE id = 'w-back'") == 1

@@ -5,7 +5,7 @@ is away. Subclasses implement ``_read_and_process`` and may add side loops."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import asyncpg
@@ -63,8 +63,8 @@ class QueueWorker:
         # Every log line of this worker, its tasks' and its shutdown's, carries its id (the
         # tasks copy the context).
         with structlog.contextvars.bound_contextvars(worker_id=self.worker_id):
-            async with self.pool.acquire() as conn:
-                await workers.register(conn, self.worker_id, self.kind, self.settings.batch_size)
+            # The database may go away between the pool's first connection and this.
+            await self._until_available(self._register)
             log.info("worker_started", kind=self.kind, once=self.once)
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -108,14 +108,25 @@ class QueueWorker:
 
     # -- batches -------------------------------------------------------------------------
 
+    async def _register(self) -> None:
+        async with self.pool.acquire() as conn:
+            await workers.register(conn, self.worker_id, self.kind, self.settings.batch_size)
+
     async def _batch_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._until_available(self._read_and_process)
+
+    async def _until_available(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` once, again and again with backoff while the database is away
+        (until it gets through or the worker stops)."""
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                await self._read_and_process()
-                backoff = 0.5
+                await step()
+                return
             except db.UNAVAILABLE_ERRORS as exc:
-                # Nothing in hand was acknowledged: it comes back after its visibility timeout.
+                # A batch in hand was not acknowledged: it comes back after its visibility
+                # timeout.
                 log.warning(
                     "database_unavailable",
                     worker_id=self.worker_id,
