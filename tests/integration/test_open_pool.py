@@ -45,6 +45,40 @@ async def test_waits_for_a_database_that_comes_back(tmp_path: Path) -> None:
         await asyncio.to_thread(pg.stop)
 
 
+async def test_migrate_when_ready_waits_for_a_database_that_starts_late(tmp_path: Path) -> None:
+    """The API, ``mnemo migrate`` and ``mnemo up`` migrate through ``migrate_when_ready``: it
+    gives up with the reason after its time, and waits for a database that comes up."""
+    pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
+    await asyncio.to_thread(pg.start)
+    await asyncio.to_thread(pg.stop)
+    try:
+        with pytest.raises(DatabaseUnavailable, match="not ready after 1s"):
+            await service.migrate_when_ready(
+                pg.dsn(), embedding_dim=384, application_name="t", within_s=1
+            )
+        migrating = asyncio.ensure_future(
+            service.migrate_when_ready(
+                pg.dsn(), embedding_dim=384, application_name="t", within_s=60
+            )
+        )
+        await asyncio.sleep(1.0)
+        assert not migrating.done()  # still waiting, not failed
+        await asyncio.to_thread(pg.start)
+        applied = await asyncio.wait_for(migrating, 60)
+        assert applied and applied == sorted(applied)
+        conn = await db.connect(pg.dsn(), application_name="test")
+        try:
+            assert not await migrate.pending(conn)
+            assert (
+                await service.migrate_when_ready(pg.dsn(), embedding_dim=384, application_name="t")
+                == []
+            )
+        finally:
+            await conn.close()
+    finally:
+        await asyncio.to_thread(pg.stop)
+
+
 async def test_waits_again_when_the_database_goes_before_the_pool(
     dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

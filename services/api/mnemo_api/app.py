@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,9 +13,8 @@ from mnemo_api.query_embedding import QueryEmbedder
 from mnemo_api.routes import code, dlq, events, jobs, ops, search, ui
 from mnemo_api.schemas import ERROR_RESPONSES
 from mnemo_api.state import AppState, QueueStatsCache
-from mnemo_core import __version__, db, migrate, service
+from mnemo_core import __version__, service
 from mnemo_core import logging as mlog
-from mnemo_core.errors import DatabaseUnavailable
 from mnemo_core.settings import Settings
 
 log = mlog.get(__name__)
@@ -27,24 +25,13 @@ Writes answer `202` with a job id: the work is queued on PGMQ and done by worker
 Poll `GET /v1/jobs/{id}`. With API keys configured, send `X-API-Key`."""
 
 
-async def migrate_when_ready(settings: Settings, attempts: int = 30) -> None:
-    """Wait for the database (with backoff, about two minutes in all), then migrate."""
-    delay = 0.5
-    for attempt in range(1, attempts + 1):
-        try:
-            conn = await db.connect(settings.dsn(), application_name="mnemo-api:migrate")
-        except DatabaseUnavailable as exc:
-            if attempt == attempts:
-                raise
-            log.info("waiting_for_database", error=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        try:
-            await migrate.migrate(conn, embedding_dim=settings.embedding_dim)
-            return
-        finally:
-            await conn.close()
+async def migrate_when_ready(settings: Settings) -> None:
+    """Wait for the database (with backoff, two minutes in all), then migrate."""
+    await service.migrate_when_ready(
+        settings.dsn(),
+        embedding_dim=settings.embedding_dim,
+        application_name="mnemo-api:migrate",
+    )
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:

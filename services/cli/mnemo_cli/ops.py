@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from typing import Any
 
 from rich.console import Console
@@ -122,30 +121,6 @@ def cmd_status(args: argparse.Namespace, c: Client) -> int:
 # -- migrate -----------------------------------------------------------------------------
 
 
-async def _migrate(dsn: str, dim: int, wait_s: float) -> list[str]:
-    from mnemo_core import db, migrate
-    from mnemo_core import logging as mlog
-    from mnemo_core.errors import DatabaseUnavailable
-
-    log = mlog.get(__name__)
-    deadline = time.monotonic() + wait_s
-    delay = 0.5
-    while True:
-        try:
-            conn = await db.connect(dsn, application_name="mnemo-migrate")
-            break
-        except DatabaseUnavailable as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.info("waiting_for_database", error=str(exc), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    try:
-        return await migrate.migrate(conn, embedding_dim=dim)
-    finally:
-        await conn.close()
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply the migrations to MNEMO_DATABASE_URL and exit (the stack's one-shot step)."""
     from mnemo_core import logging as mlog
@@ -155,7 +130,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = service.start("migrate")
     log = mlog.get(__name__)
     try:
-        applied = asyncio.run(_migrate(settings.dsn(), settings.embedding_dim, args.wait))
+        applied = asyncio.run(
+            service.migrate_when_ready(
+                settings.dsn(),
+                embedding_dim=settings.embedding_dim,
+                application_name="mnemo-migrate",
+                within_s=args.wait,
+            )
+        )
     except MnemoError as exc:
         log.error("migrate_failed", error=str(exc))
         return 1

@@ -34,8 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
-from mnemo_core import db, migrate
 from mnemo_core import logging as mlog
+from mnemo_core import service
 from mnemo_core.errors import MnemoError
 from mnemo_core.localpg import can_bind
 from mnemo_core.settings import Settings
@@ -216,14 +216,6 @@ def plan(settings: Settings, dsn: str, *, json_output: bool) -> list[Child]:
     return children
 
 
-async def _migrate(dsn: str, dim: int) -> None:
-    conn = await db.connect(dsn, application_name="mnemo-up:migrate")
-    try:
-        await migrate.migrate(conn, embedding_dim=dim)
-    finally:
-        await conn.close()
-
-
 class StopRequested(Exception):
     """A stop signal arrived while ``mnemo up`` was starting (before the supervisor ran)."""
 
@@ -283,7 +275,12 @@ def up(settings: Settings) -> int:
                     database=settings.db_name,
                 )
                 dsn = pg.start()
-            asyncio.run(_migrate(dsn, settings.embedding_dim))
+            # An external database may still be starting: waited for, two minutes at most.
+            asyncio.run(
+                service.migrate_when_ready(
+                    dsn, embedding_dim=settings.embedding_dim, application_name="mnemo-up:migrate"
+                )
+            )
             log.info(
                 "mnemo_up",
                 api=f"http://{settings.api_host}:{settings.api_port}",

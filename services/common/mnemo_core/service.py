@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -23,6 +24,8 @@ from mnemo_core.settings import load as load_settings
 log = mlog.get(__name__)
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+T = TypeVar("T")
 
 
 def start(service: str, **overrides: object) -> Settings:
@@ -66,26 +69,51 @@ def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM) -> bo
     return True
 
 
-async def wait_for_schema(dsn: str, *, application_name: str, within_s: float = 120.0) -> None:
-    """Workers never migrate: they wait until the API / migrate step has done it."""
-    deadline = asyncio.get_running_loop().time() + within_s
+async def _with_backoff(attempt: Callable[[], Awaitable[T]], *, within_s: float) -> T:
+    """``attempt()``, again after 0.2, 0.4, 0.8 ... 5 s while the database is unavailable
+    (it raises ``DatabaseUnavailable`` or a connection error), for ``within_s`` seconds in
+    all; then ``DatabaseUnavailable`` with the last reason."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
     delay = 0.2
     while True:
         try:
-            conn = await db.connect(dsn, application_name=application_name)
-            try:
-                if not await migrate.pending(conn):
-                    return
-                reason = "migrations pending"
-            finally:
-                await conn.close()
+            return await attempt()
         except (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS) as exc:  # type: ignore[misc]
             reason = str(exc)
-        if asyncio.get_running_loop().time() > deadline:
+        if loop.time() > deadline:
             raise DatabaseUnavailable(f"database not ready after {within_s:.0f}s: {reason}")
         log.info("waiting_for_database", reason=reason, retry_in_s=delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+async def wait_for_schema(dsn: str, *, application_name: str, within_s: float = 120.0) -> None:
+    """Workers never migrate: they wait until the API / migrate step has done it."""
+
+    async def migrated() -> None:
+        conn = await db.connect(dsn, application_name=application_name)
+        try:
+            if await migrate.pending(conn):
+                raise DatabaseUnavailable("migrations pending")
+        finally:
+            await conn.close()
+
+    await _with_backoff(migrated, within_s=within_s)
+
+
+async def migrate_when_ready(
+    dsn: str, *, embedding_dim: int, application_name: str, within_s: float = 120.0
+) -> list[str]:
+    """Wait for the database (with ``wait_for_schema``'s backoff), then apply the pending
+    migrations; returns their names. A migration that fails is not retried."""
+    conn = await _with_backoff(
+        lambda: db.connect(dsn, application_name=application_name), within_s=within_s
+    )
+    try:
+        return await migrate.migrate(conn, embedding_dim=embedding_dim)
+    finally:
+        await conn.close()
 
 
 async def open_pool(
