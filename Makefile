@@ -46,8 +46,9 @@ tools: ## install what tests need from Debian if missing: chromium, chromedriver
 run: $(STAMP) ## start embedded PostgreSQL, the API on 127.0.0.1:8000 and the workers
 	$(BIN)/mnemo up
 
-lint: $(STAMP) tools ## ruff, mypy, and the compose file (docker-compose config)
+lint: $(STAMP) tools ## ruff (lint and format), mypy, and the compose file (docker-compose config)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	POSTGRES_PASSWORD=lint-only $(COMPOSE) --env-file deploy/.env.example config -q
 

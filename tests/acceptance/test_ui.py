@@ -214,8 +214,11 @@ def test_operator_page(stack: dict, browser: Any, artifacts: Path) -> None:
     until(lambda: "replayed 1 dead letters" in (text(browser, "#notice") or ""), "replayed")
     # Still poison: it comes back to the dead-letter queue as a new letter, counted once.
     again = until(
-        lambda: [m for m in mnemo(stack, "dlq", "list", "embed")["messages"]
-                 if m["id"] != letters[0]["id"]],
+        lambda: [
+            m
+            for m in mnemo(stack, "dlq", "list", "embed")["messages"]
+            if m["id"] != letters[0]["id"]
+        ],
         "the replayed message dead-lettered again",
     )
     assert [m["job_id"] for m in again] == [bad_job]
@@ -223,8 +226,10 @@ def test_operator_page(stack: dict, browser: Any, artifacts: Path) -> None:
     assert job["status"] == "failed" and job["progress"] == {"total": 1, "done": 0, "failed": 1}
     # 6 notes + 1 poison + 1 replay were sent; the page catches up with all of it.
     until(
-        lambda: [cell(browser, "embed", f) for f in ("total_messages", "depth", "dead_letters")]
-        == ["8", "0", "1"],
+        lambda: (
+            [cell(browser, "embed", f) for f in ("total_messages", "depth", "dead_letters")]
+            == ["8", "0", "1"]
+        ),
         "the page to show the replayed message back in the dead-letter queue",
     )
 

@@ -142,7 +142,8 @@ def test_keys_stay_out_of_logs_and_open_bind_is_refused(stack_factory: Any, tmp_
     them ever writes one. Without keys a non-loopback bind is refused, unless told."""
     key, wrong = "k3y-s3cret-value-abc", "wr0ng-k3y-value-xyz"
     s: Stack = stack_factory(
-        MNEMO_API_KEYS=f"other-key-000, {key}", MNEMO_EMBEDDING_MODEL="hash-384",
+        MNEMO_API_KEYS=f"other-key-000, {key}",
+        MNEMO_EMBEDDING_MODEL="hash-384",
         MNEMO_LOG_LEVEL="debug",
     )
     api = s.start_api()
@@ -161,12 +162,18 @@ def test_keys_stay_out_of_logs_and_open_bind_is_refused(stack_factory: Any, tmp_
     cli = [str(BIN / "mnemo"), "--url", s.url, "--json"]
     ok = subprocess.run(
         [*cli, "jobs", "show", job_id, "--watch"],
-        env={**s.env, "MNEMO_API_KEY": key}, capture_output=True, text=True, timeout=60,
+        env={**s.env, "MNEMO_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
     refused = subprocess.run(
         [*cli, "queues"],
-        env={**s.env, "MNEMO_API_KEY": wrong}, capture_output=True, text=True, timeout=60,
+        env={**s.env, "MNEMO_API_KEY": wrong},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert refused.returncode != 0 and "X-API-Key" in refused.stdout + refused.stderr
     api.stop()

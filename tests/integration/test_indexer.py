@@ -417,9 +417,7 @@ async def test_warm_up_starts_every_parser_process_before_the_first_file() -> No
         await p.warm_up()
         # Forked by the forkserver (which an earlier pool in this process may have started).
         parsers = [
-            c
-            for c in me.children(recursive=True)
-            if c.pid not in before and c.ppid() != me.pid
+            c for c in me.children(recursive=True) if c.pid not in before and c.ppid() != me.pid
         ]
         assert len(parsers) == 2
     finally:

@@ -117,9 +117,10 @@ async def test_metrics_follow_the_system(api: httpx.AsyncClient, dsn: str) -> No
     route = "/v1/jobs/{job_id}"
     assert value(m, "mnemo_http_requests_total", method="GET", route=route, status="200") == 1
     assert value(m, "mnemo_http_requests_total", method="GET", route=route, status="404") == 1
-    assert value(
-        m, "mnemo_http_requests_total", method="POST", route="/v1/events/batch", status="202"
-    ) == 1
+    assert (
+        value(m, "mnemo_http_requests_total", method="POST", route="/v1/events/batch", status="202")
+        == 1
+    )
     assert value(m, "mnemo_http_request_duration_seconds_count", method="GET", route=route) == 2
     assert not [k for k in m if k[0] == "mnemo_http_requests_total" and job_id in str(k)]
 

@@ -24,8 +24,11 @@ def write(root: Path, files: dict[str, str]) -> None:
         ({"cpu.max": "50000 100000"}, "0::/", 1),
         ({"cpu.max": "max 100000"}, "0::/", None),
         # cgroup v1 at the controller's mount root (what a container sees)
-        ({"cpu,cpuacct/cpu.cfs_quota_us": "300000", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
-         "4:cpu,cpuacct:/", 3),
+        (
+            {"cpu,cpuacct/cpu.cfs_quota_us": "300000", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
+            "4:cpu,cpuacct:/",
+            3,
+        ),
         ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, "4:cpu:/", None),
         ({"cpu/cpu.cfs_quota_us": "25000", "cpu/cpu.cfs_period_us": "100000"}, "", 1),
         # cgroup v1, this process's own cgroup below the root (a host without cgroupns)

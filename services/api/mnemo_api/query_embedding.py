@@ -98,7 +98,5 @@ class QueryEmbedder:
         if answer is None:
             raise EmbedderUnavailable("the embedder's answer was lost; try again")
         if answer["error"] is not None:
-            raise EmbedderUnavailable(
-                f"the embedder could not embed the query: {answer['error']}"
-            )
+            raise EmbedderUnavailable(f"the embedder could not embed the query: {answer['error']}")
         return np.asarray(answer["embedding"].to_numpy(), dtype=np.float32)

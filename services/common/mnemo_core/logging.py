@@ -120,9 +120,7 @@ def _capture_warnings_and_crashes() -> None:
             line=lineno,
         )
 
-    def crash(
-        kind: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
+    def crash(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         log.critical("uncaught_exception", error=str(exc), exc_info=(kind, exc, tb))
 
     def thread_crash(args: threading.ExceptHookArgs) -> None:

@@ -183,10 +183,7 @@ def call_candidates(
         # whose same-named export is called (`const compare = require('./compare')`), which
         # wins when it exists.
         via_import = [
-            c
-            for i in imports
-            if i == head or i.endswith("." + head)
-            for c in (f"{i}.{head}", i)
+            c for i in imports if i == head or i.endswith("." + head) for c in (f"{i}.{head}", i)
         ]
         wildcard = [f"{i.removesuffix('.*')}.{head}" for i in imports if i.endswith(".*")]
         in_class = [f"{parent}.{head}"] if parent else []
