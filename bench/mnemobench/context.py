@@ -190,6 +190,13 @@ class Context:
         return await self.process("loadgen", spec, label)
 
 
+def first_then_second(round_no: int, pair: tuple[str, str]) -> tuple[str, str]:
+    """The order of a baseline and its measurement in round ``round_no``: as given in even
+    rounds, reversed in odd ones (a, b, b, a, a, b, ...), so that a drift of the machine's
+    speed over the section does not always fall on the same side of a ratio."""
+    return pair if round_no % 2 == 0 else (pair[1], pair[0])
+
+
 async def post_events(url: str, texts: list[str], per_request: int) -> list[str]:
     """POST texts through /v1/events/batch; returns the job ids."""
     jobs = []

@@ -11,7 +11,7 @@ import asyncpg
 import numpy as np
 
 from bench.mnemobench import corpus
-from bench.mnemobench.context import Context, post_events, wait_jobs
+from bench.mnemobench.context import Context, first_then_second, post_events, wait_jobs
 from bench.mnemobench.stack import wait_workers
 
 
@@ -77,11 +77,16 @@ async def run(ctx: Context) -> dict[str, dict[str, Any]]:
     with the same threads and batch size."""
     cfg = ctx.cfg
     texts = corpus.mixed_corpus(cfg.n_notes, cfg.n_code)
-    # Alternate the two, best of each (noise only ever slows a run down).
+    # Alternate the two, best of each (noise only ever slows a run down). Which goes first
+    # alternates too (raw, pipeline, pipeline, raw, ...): on a machine that slows down or
+    # speeds up over minutes, neither side is always measured later.
     raws, e2es = [], []
     for k in range(cfg.e2e_rounds):
-        raws.append(await ctx.encode_baseline(texts, cfg.threads, f"embed-raw-{k}"))
-        e2es.append(await pipeline(ctx, texts, [cfg.threads], f"embed_e2e_{k}"))
+        for side in first_then_second(k, ("raw", "e2e")):
+            if side == "raw":
+                raws.append(await ctx.encode_baseline(texts, cfg.threads, f"embed-raw-{k}"))
+            else:
+                e2es.append(await pipeline(ctx, texts, [cfg.threads], f"embed_e2e_{k}"))
     ctx.base_vectors, ctx.base_texts = await real_vectors(e2es[0]["dsn"])
     raw = max(raws, key=lambda r: r["texts_per_s"])
     e2e = max(e2es, key=lambda r: r["texts_per_s"])
@@ -119,8 +124,11 @@ async def run_scaling(ctx: Context) -> dict[str, dict[str, Any]]:
     ones, twos, raw_ones, raw_twos = [], [], [], []
     raw_each: list[list[float]] = []
     for k in range(cfg.scaling_rounds):
-        ones.append((await pipeline(ctx, texts, [1], f"scale_one_{k}"))["texts_per_s"])
-        twos.append((await pipeline(ctx, texts, [1, 1], f"scale_two_{k}"))["texts_per_s"])
+        for side in first_then_second(k, ("one", "two")):  # one, two, two, one, ...
+            if side == "one":
+                ones.append((await pipeline(ctx, texts, [1], f"scale_one_{k}"))["texts_per_s"])
+            else:
+                twos.append((await pipeline(ctx, texts, [1, 1], f"scale_two_{k}"))["texts_per_s"])
         # What the machine gives two model processes at once, with no pipeline: raw encode
         # with one thread alone, then two such processes on half the texts each.
         raw_ones.append((await ctx.encode_baseline(texts, 1, f"scale-raw-one-{k}"))["texts_per_s"])

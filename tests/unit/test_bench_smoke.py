@@ -27,6 +27,13 @@ def test_verdicts(results: dict, expected: bool | None) -> None:
     assert v["pass"] is expected
 
 
+def test_rounds_alternate_which_side_goes_first() -> None:
+    from bench.mnemobench.context import first_then_second
+
+    order = [side for k in range(4) for side in first_then_second(k, ("raw", "e2e"))]
+    assert order == ["raw", "e2e", "e2e", "raw", "raw", "e2e", "e2e", "raw"]
+
+
 def test_corpus_is_seeded_and_mixed() -> None:
     assert corpus.notes(50) == corpus.notes(50)
     assert len(set(corpus.notes(200))) == 200
