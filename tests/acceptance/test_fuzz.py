@@ -83,3 +83,32 @@ def test_schemathesis_finds_nothing(live: str, with_key: bool, tmp_path: Path) -
         env={**os.environ, "NO_COLOR": "1"},
     )
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+
+
+def test_a_request_the_http_parser_refuses_gets_a_json_400(live: str) -> None:
+    """A URL over httptools' limit never reaches the application; the server's answer is a
+    JSON Problem like every other error (it was uvicorn's text/plain, found by `make fuzz`),
+    and the server goes on serving. (http.client: httpx refuses to send such a URL.)"""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(live).hostname, urlsplit(live).port
+
+    def get(target: str) -> tuple[int, str, bytes]:
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            conn.request("GET", target)
+            r = conn.getresponse()
+            return r.status, r.getheader("content-type", ""), r.read()
+        finally:
+            conn.close()
+
+    status, ctype, body = get("/v1/search?filter_metadata=" + "x" * 70_000)
+    assert (status, ctype) == (400, "application/json")
+    assert "65,535 bytes" in json.loads(body)["detail"]
+    assert get("/health")[0] == 200
+    # Just under the limit the request reaches the API, which then wants its key.
+    target = "/v1/search?filter_metadata="
+    status, ctype, _ = get(target + "x" * (65_535 - len(target)))
+    assert (status, ctype) == (401, "application/json")

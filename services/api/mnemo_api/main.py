@@ -11,6 +11,7 @@ import sys
 import uvicorn
 
 from mnemo_api.app import create_app, migrate_when_ready
+from mnemo_api.protocol import JsonErrorsProtocol
 from mnemo_core import logging as mlog
 from mnemo_core import service
 from mnemo_core.errors import DatabaseUnavailable
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         create_app(settings, run_migrations=False),
         host=settings.api_host,
         port=settings.api_port,
+        http=JsonErrorsProtocol,  # httptools, with a JSON answer to an unparseable request
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,

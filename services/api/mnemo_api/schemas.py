@@ -189,7 +189,7 @@ class Problem(BaseModel):
 
 # Documented on every route (app-level `responses`), so clients and fuzzers know them.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "The body could not be read"},
+    400: {"model": Problem, "description": "The request or its body could not be read"},
     401: {"model": Problem, "description": "Missing or invalid X-API-Key (when keys are set)"},
     404: {"model": Problem, "description": "Unknown id or name"},
     409: {"model": Problem, "description": "The state change does not apply now"},
