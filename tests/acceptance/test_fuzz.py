@@ -112,3 +112,62 @@ def test_a_request_the_http_parser_refuses_gets_a_json_400(live: str) -> None:
     target = "/v1/search?filter_metadata="
     status, ctype, _ = get(target + "x" * (65_535 - len(target)))
     assert (status, ctype) == (401, "application/json")
+
+
+def test_a_request_head_is_bounded(live: str) -> None:
+    """Headers that never end do not grow the API (uvicorn's httptools protocol buffers
+    them whole): past 128 KiB of request line and headers the answer is a JSON 431 and the
+    connection is closed; the API's memory stays put, and it goes on serving. Headers under
+    the bound, on a kept-alive connection with bodies, are served as before."""
+    import http.client
+    import json
+    import socket
+    from urllib.parse import urlsplit
+
+    import psutil
+
+    from mnemo_api.protocol import MAX_HEAD_BYTES
+
+    host, port = urlsplit(live).hostname, urlsplit(live).port
+    assert host and port
+    api = next(
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if any(a.endswith("mnemo-api") for a in p.info["cmdline"] or [])
+        and any(c.laddr.port == port for c in p.net_connections("tcp"))
+    )
+    rss_before = api.memory_info().rss
+
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        sent = 0
+        try:
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(b"y" * 65536)
+                sent += 65536
+        except OSError:
+            pass  # the server closed the connection: what should happen
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except OSError:
+            pass
+    assert sent < 64 * 1024 * 1024, "the server read 64 MiB of one header"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"content-type: application/json" in head
+    assert f"{MAX_HEAD_BYTES:,} bytes" in json.loads(body)["detail"]
+    assert api.memory_info().rss - rss_before < 32 * 1024 * 1024
+
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        for _ in range(3):
+            conn.request(
+                "POST", "/v1/events", body=b"{}" + b" " * 200_000, headers={"X-Pad": "p" * 60_000}
+            )
+            r = conn.getresponse()
+            r.read()
+            assert (r.status, r.getheader("content-type")) == (401, "application/json")
+    finally:
+        conn.close()

@@ -1,13 +1,19 @@
 """The HTTP protocol the API is served with: uvicorn's httptools protocol (what its ``auto``
-picks when httptools is installed, as it always is with the API), except for one answer.
+picks when httptools is installed, as it always is with the API), with two changes at the
+HTTP layer, below any ASGI code, where no middleware or exception handler can act:
 
-A request the HTTP parser itself refuses never reaches the application: a URL over its limit
-(65,535 bytes, httptools' ``MAX_URL_LENGTH``), bytes that are not HTTP.
-uvicorn answers it with a ``400`` in ``text/plain``, while every other error of the API is a
-JSON ``Problem`` and the OpenAPI schema says so (schemathesis found the mismatch with long
-query strings). The parser runs before any ASGI code, so no middleware or exception handler
-can answer it: the protocol has to. The override is uvicorn's own ``send_400_response``
-hook, the one place it writes that answer."""
+- A request the HTTP parser refuses never reaches the application: a URL over its limit
+  (65,535 bytes, httptools' ``MAX_URL_LENGTH``), bytes that are not HTTP. uvicorn answers it
+  with a ``400`` in ``text/plain``, while every other error of the API is a JSON ``Problem``
+  and the OpenAPI schema says so (schemathesis found the mismatch with long query strings).
+  The override is uvicorn's own ``send_400_response`` hook, the one place it writes that
+  answer.
+- A request line and headers are bounded (``MAX_HEAD_BYTES``). uvicorn's httptools protocol
+  has no such bound (its h11 protocol has ``h11_max_incomplete_event_size``): the parser
+  buffers a header, and uvicorn the URL, until they end, so one client sending an endless
+  header grew the API by the megabytes it sent (200 MB in a test). Past the bound the
+  connection gets a JSON ``431`` and is closed.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +21,53 @@ import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-#: What a client is told; the parser's own reason is not passed on by uvicorn.
+#: What a client whose request cannot be parsed is told; uvicorn does not pass on the
+#: parser's reason.
 UNREADABLE = (
     "invalid HTTP request: the server could not parse it (a URL is at most 65,535 bytes; "
     "send large input in a request body)"
 )
+#: The request line and headers of one request: the longest URL the parser takes, and as
+#: much again for headers.
+MAX_HEAD_BYTES = 128 * 1024
+HEAD_TOO_LARGE = (
+    f"request line and headers over {MAX_HEAD_BYTES:,} bytes "
+    "(a URL is at most 65,535 bytes; send large input in a request body)"
+)
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, answering an unparseable request with a JSON 400."""
+    """uvicorn's httptools protocol, answering an unparseable request with a JSON 400 and
+    an oversized request head with a JSON 431."""
+
+    _in_head = True  # reading a request line and headers (a connection starts with one)
+    _head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        # Counted before the parser saw the chunk and judged after: a chunk that completes
+        # the headers may carry a body too, which is not the head's.
+        if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self.logger.warning("Request head over %s bytes.", MAX_HEAD_BYTES)
+            self._refuse(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        # What comes next on a kept-alive connection is the next request's head.
+        self._in_head, self._head_bytes = True, 0
+        super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        body = json.dumps({"detail": UNREADABLE}).encode()
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        self._refuse(400, "Bad Request", UNREADABLE)
+
+    def _refuse(self, status: int, reason: str, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        head = [f"HTTP/1.1 {status} {reason}\r\n".encode("ascii")]
         for name, value in self.server_state.default_headers:
             head.append(name + b": " + value + b"\r\n")
         head.append(b"content-type: application/json\r\n")
