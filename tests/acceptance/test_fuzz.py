@@ -130,11 +130,12 @@ def test_a_request_head_is_bounded(live: str) -> None:
 
     host, port = urlsplit(live).hostname, urlsplit(live).port
     assert host and port
-    api = next(
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if any(a.endswith("mnemo-api") for a in p.info["cmdline"] or [])
-        and any(c.laddr.port == port for c in p.net_connections("tcp"))
+    api = psutil.Process(
+        next(
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.laddr.port == port and c.status == psutil.CONN_LISTEN
+        )
     )
     rss_before = api.memory_info().rss
 
