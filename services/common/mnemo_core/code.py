@@ -109,9 +109,11 @@ async def _store_and_queue(
 ) -> None:
     """Upsert the changed files as pending for ``job_id`` (a few MiB a statement) and queue
     their ids on ``index``."""
+    sizes = [len(f.data) for f in changed]
+    size_of = dict(zip((f.path for f in changed), sizes, strict=True))
     ids: list[str] = []
-    sizes: list[int] = []
-    for run in _batches([len(f.data) for f in changed], UPSERT_BATCH_BYTES):
+    id_sizes: list[int] = []  # the size of each id's file, for cutting the messages
+    for run in _batches(sizes, UPSERT_BATCH_BYTES):
         batch = changed[run]
         rows = await conn.fetch(
             Q["upsert_files"],
@@ -121,18 +123,17 @@ async def _store_and_queue(
             [f.language for f in batch],
             [f.content for f in batch],  # decoded one batch at a time
             [f.content_hash for f in batch],
-            [len(f.data) for f in batch],
+            sizes[run],
             job_id,
         )
-        size_of = {f.path: len(f.data) for f in batch}
         ids += [str(r["id"]) for r in rows]
-        sizes += [size_of[r["path"]] for r in rows]
+        id_sizes += [size_of[r["path"]] for r in rows]
     await queue.send_many(
         conn,
         queue.INDEX,
         [
             {"v": 1, "job_id": str(job_id), "kind": "file", "ids": ids[run]}
-            for run in _batches(sizes, MESSAGE_BYTES, FILES_PER_MESSAGE)
+            for run in _batches(id_sizes, MESSAGE_BYTES, FILES_PER_MESSAGE)
         ],
     )
 
