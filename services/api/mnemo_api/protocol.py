@@ -21,19 +21,14 @@ import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-#: What a client whose request cannot be parsed is told; uvicorn does not pass on the
-#: parser's reason.
-UNREADABLE = (
-    "invalid HTTP request: the server could not parse it (a URL is at most 65,535 bytes; "
-    "send large input in a request body)"
-)
 #: The request line and headers of one request: the longest URL the parser takes, and as
 #: much again for headers.
 MAX_HEAD_BYTES = 128 * 1024
-HEAD_TOO_LARGE = (
-    f"request line and headers over {MAX_HEAD_BYTES:,} bytes "
-    "(a URL is at most 65,535 bytes; send large input in a request body)"
-)
+_HINT = "(a URL is at most 65,535 bytes; send large input in a request body)"
+#: What a client whose request cannot be parsed is told; uvicorn does not pass on the
+#: parser's reason.
+UNREADABLE = f"invalid HTTP request: the server could not parse it {_HINT}"
+HEAD_TOO_LARGE = f"request line and headers over {MAX_HEAD_BYTES:,} bytes {_HINT}"
 
 
 class JsonErrorsProtocol(HttpToolsProtocol):
