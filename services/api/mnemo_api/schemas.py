@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from mnemo_api.protocol import MAX_HEAD_BYTES
+
 MAX_JSON_DEPTH = 32
 MAX_FILTER_DEPTH = 8
 
@@ -194,7 +196,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "Unknown id or name"},
     409: {"model": Problem, "description": "The state change does not apply now"},
     413: {"model": Problem, "description": "Over a size limit (named in detail)"},
-    431: {"model": Problem, "description": "Request line and headers over 128 KiB"},
+    431: {
+        "model": Problem,
+        "description": f"Request line and headers over {MAX_HEAD_BYTES // 1024} KiB",
+    },
     422: {"model": Problem, "description": "Invalid input; detail names the field"},
     503: {"model": Problem, "description": "Database or embedder unavailable; see Retry-After"},
 }
