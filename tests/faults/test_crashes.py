@@ -495,6 +495,38 @@ def _parser_processes(indexer: Proc) -> list[psutil.Process]:
     return out
 
 
+async def test_parser_pool_outlives_a_parser_killed_between_files() -> None:
+    """A parser process killed while it has no task (the OOM killer, an operator) broke
+    pebble's whole pool for good: every later file failed, and one killed while it started
+    stopped the indexer. The pool is replaced; at most the file in hand fails, as transient
+    (parsed again with its message), and the next ones parse."""
+    from mnemo_indexer.pool import FileFailed, ParsePool
+
+    pool = ParsePool(1, 30)
+    try:
+        await pool.warm_up()
+        for _ in range(2):  # the replacement pool recovers the same way
+            parsers = [g for c in psutil.Process().children() for g in c.children()]
+            assert parsers
+            for p in parsers:
+                p.kill()
+            psutil.wait_procs(parsers, timeout=10)
+            await asyncio.sleep(0.3)  # pebble's manager thread sees the death
+            failures = []
+            for _ in range(2):
+                try:
+                    rows = await pool.parse("a.py", "def f():\n    return 1\n", "python")
+                    break
+                except FileFailed as exc:
+                    failures.append(exc)
+            else:
+                raise AssertionError(f"still failing after a new pool: {failures}")
+            assert rows.chunks.qualified_name == ["a.f"]
+            assert all(f.transient for f in failures), failures
+    finally:
+        pool.close()
+
+
 def test_parser_process_killed_mid_file(stack_factory: Any, fault_report: list) -> None:
     """SIGKILL the parser process while it parses a slow file: the indexer survives, the
     message comes back after its backoff, the file is parsed on the next delivery, and the
@@ -507,6 +539,14 @@ def test_parser_process_killed_mid_file(stack_factory: Any, fault_report: list) 
     s.start_api()
     s.start("mnemo-embedder")
     indexer = s.start("mnemo-indexer")
+    # Registered: its parser process has started and parsed its warm-up line. What that
+    # cost (imports; more than half a second of CPU on a slow machine) is not the slow file.
+    wait_for_sync(
+        lambda: s.one("SELECT count(*) FROM workers WHERE kind = 'indexer'"),
+        timeout=60,
+        what="the indexer registered",
+    )
+    idle_cpu = {p.pid: p.cpu_times().user for p in _parser_processes(indexer)}
     slow = "x = [" + "1, " * 900_000 + "]\n"  # a few seconds of parsing, one chunk
     files = [{"path": "slow.py", "content": slow}] + [
         {"path": f"m{i}.py", "content": f"def f{i}():\n    return {i}\n"} for i in range(10)
@@ -518,7 +558,7 @@ def test_parser_process_killed_mid_file(stack_factory: Any, fault_report: list) 
     def busy_parser() -> psutil.Process | None:
         for p in _parser_processes(indexer):
             try:
-                if p.cpu_times().user > 0.5:
+                if p.cpu_times().user - idle_cpu.get(p.pid, 0.0) > 0.5:
                     return p
             except psutil.NoSuchProcess:
                 pass
