@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .names import collapse_ws, expand_use_tree, resolve_relative_import
+from .names import collapse_ws, expand_use_tree, resolve_relative_import, split_top_level
 
 _QUOTES = {'"': '"', "'": "'", "`": "`", "<": ">"}
 
@@ -126,25 +126,9 @@ def php_use(ctx: ImportContext, node: Any) -> list[str]:
     for keyword in ("function ", "const "):
         text = text.removeprefix(keyword)
     results: list[str] = []
-    for part in _split_commas(text):
+    for part in split_top_level(text):
         results.extend(p.lstrip(".") for p in expand_use_tree(part, "\\"))
     return [r for r in results if r]
-
-
-def _split_commas(text: str) -> list[str]:
-    parts: list[str] = []
-    depth = 0
-    start = 0
-    for i, ch in enumerate(text):
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
 
 
 _STRING_TYPES = frozenset({"string", "encapsed_string", "string_literal", "raw_string_literal"})

@@ -159,7 +159,9 @@ def clean_comment(texts: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _split_top_level(text: str, sep: str = ",") -> list[str]:
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """``text`` split at each ``sep`` outside braces, parts stripped, empty ones dropped
+    (``a, {b, c}, d`` -> ``a``, ``{b, c}``, ``d``)."""
     parts: list[str] = []
     depth = 0
     start = 0
@@ -193,7 +195,7 @@ def expand_use_tree(text: str, separator: str) -> list[str]:
         prefix = prefix[: -len(separator)]
     prefix = prefix.replace(separator, ".").strip(".").replace(" ", "")
     results: list[str] = []
-    for part in _split_top_level(text[brace + 1 : close if close > brace else len(text)]):
+    for part in split_top_level(text[brace + 1 : close if close > brace else len(text)]):
         for sub in expand_use_tree(part, separator):
             if sub == "self":
                 results.append(prefix)
