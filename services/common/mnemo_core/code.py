@@ -10,12 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import numpy as np
-from pgvector import Vector
 
 from mnemo_core import jobs, queue, resolve
 from mnemo_core.errors import InvalidInput, NotFound
-from mnemo_core.items import Item, Moved
+from mnemo_core.items import SqlItemStore
 from mnemo_core.jobs import FILES_PER_MESSAGE
 from mnemo_core.queries import Q
 from mnemo_core.text import chunk_embed_text, module_path
@@ -266,34 +264,18 @@ async def job_detail(conn: asyncpg.Connection, job_id: uuid.UUID) -> dict[str, A
     }
 
 
-class ChunkStore:
-    """The embedder's view of code chunks."""
+class ChunkStore(SqlItemStore):
+    """The embedder's view of code chunks (keyed by bigint)."""
 
     kind = "chunk"
+    load_query = "chunks_to_embed"
+    store_query = "store_chunk_embeddings"
+    settle_query = "settle_chunks"
 
-    async def load(self, conn: asyncpg.Connection, ids: list[str]) -> list[Item]:
-        rows = await conn.fetch(Q["chunks_to_embed"], [int(i) for i in ids])
-        return [
-            Item(
-                r["id"],
-                chunk_embed_text(r["qualified_name"], r["signature"], r["docstring"], r["content"]),
-                r["embedding_status"],
-                r["job_id"],
-                r["job_status"],
-            )
-            for r in rows
-        ]
+    def keys(self, ids: list[str]) -> list[Any]:
+        return [int(i) for i in ids]
 
-    async def store(
-        self, conn: asyncpg.Connection, ids: list[str], vectors: list[np.ndarray], model: str
-    ) -> Moved:
-        rows = await conn.fetch(
-            Q["store_chunk_embeddings"], [int(i) for i in ids], [Vector(v) for v in vectors], model
+    def text(self, row: asyncpg.Record) -> str | None:
+        return chunk_embed_text(
+            row["qualified_name"], row["signature"], row["docstring"], row["content"]
         )
-        return Moved([(r["id"], r["job_id"]) for r in rows])
-
-    async def settle(
-        self, conn: asyncpg.Connection, ids: list[str], status: str, error: str | None
-    ) -> Moved:
-        rows = await conn.fetch(Q["settle_chunks"], [int(i) for i in ids], status, error)
-        return Moved([(r["id"], r["job_id"]) for r in rows])

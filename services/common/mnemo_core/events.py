@@ -15,7 +15,7 @@ from pgvector import Vector
 
 from mnemo_core import jobs, queue
 from mnemo_core.errors import NotFound
-from mnemo_core.items import Item, Moved
+from mnemo_core.items import SqlItemStore
 from mnemo_core.messages import EmbedMessage, chunked
 from mnemo_core.queries import Q
 from mnemo_core.text import event_text
@@ -168,35 +168,13 @@ async def search(
     )
 
 
-class EventStore:
+class EventStore(SqlItemStore):
     """The embedder's view of events."""
 
     kind = "event"
+    load_query = "events_to_embed"
+    store_query = "store_event_embeddings"
+    settle_query = "settle_events"
 
-    async def load(self, conn: asyncpg.Connection, ids: list[str]) -> list[Item]:
-        rows = await conn.fetch(Q["events_to_embed"], ids)
-        return [
-            Item(
-                r["id"],
-                event_text(r["content"]),
-                r["embedding_status"],
-                r["job_id"],
-                r["job_status"],
-            )
-            for r in rows
-        ]
-
-    async def store(
-        self, conn: asyncpg.Connection, ids: list[str], vectors: list[np.ndarray], model: str
-    ) -> Moved:
-        # Vector objects: asyncpg would read a bare ndarray as a nested array.
-        rows = await conn.fetch(
-            Q["store_event_embeddings"], ids, [Vector(v) for v in vectors], model
-        )
-        return Moved([(r["id"], r["job_id"]) for r in rows])
-
-    async def settle(
-        self, conn: asyncpg.Connection, ids: list[str], status: str, error: str | None
-    ) -> Moved:
-        rows = await conn.fetch(Q["settle_events"], ids, status, error)
-        return Moved([(r["id"], r["job_id"]) for r in rows])
+    def text(self, row: asyncpg.Record) -> str | None:
+        return event_text(row["content"])

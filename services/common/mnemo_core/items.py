@@ -8,10 +8,13 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import numpy as np
+from pgvector import Vector
+
+from mnemo_core.queries import Q
 
 
 @dataclass(frozen=True)
@@ -52,3 +55,45 @@ class ItemStore(Protocol):
     async def settle(
         self, conn: asyncpg.Connection, ids: list[str], status: str, error: str | None
     ) -> Moved: ...
+
+
+class SqlItemStore:
+    """An :class:`ItemStore` over one table, by the names of its three statements in
+    :data:`Q`; subclasses say how a row reads as text and, where the table's key is not
+    the message's string id, how ids convert."""
+
+    kind: str
+    load_query: str
+    store_query: str
+    settle_query: str
+
+    def keys(self, ids: list[str]) -> list[Any]:
+        return ids
+
+    def text(self, row: asyncpg.Record) -> str | None:
+        raise NotImplementedError
+
+    async def load(self, conn: asyncpg.Connection, ids: list[str]) -> list[Item]:
+        rows = await conn.fetch(Q[self.load_query], self.keys(ids))
+        return [
+            Item(r["id"], self.text(r), r["embedding_status"], r["job_id"], r["job_status"])
+            for r in rows
+        ]
+
+    async def store(
+        self, conn: asyncpg.Connection, ids: list[str], vectors: list[np.ndarray], model: str
+    ) -> Moved:
+        # Vector objects: asyncpg would read a bare ndarray as a nested array.
+        rows = await conn.fetch(
+            Q[self.store_query],
+            self.keys(ids),
+            [Vector(v) for v in vectors],
+            model,
+        )
+        return Moved([(r["id"], r["job_id"]) for r in rows])
+
+    async def settle(
+        self, conn: asyncpg.Connection, ids: list[str], status: str, error: str | None
+    ) -> Moved:
+        rows = await conn.fetch(Q[self.settle_query], self.keys(ids), status, error)
+        return Moved([(r["id"], r["job_id"]) for r in rows])
