@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import uuid
 
 import pytest
@@ -9,7 +10,7 @@ from pydantic import ValidationError
 
 from mnemo_api.main import insecure_bind_error, is_loopback
 from mnemo_api.schemas import EventIn, SearchIn
-from mnemo_core import retry
+from mnemo_core import retry, service
 from mnemo_core.errors import PoisonMessage
 from mnemo_core.messages import EmbedMessage, parse_embed
 from mnemo_core.queries import Q, parse
@@ -281,3 +282,25 @@ def test_chunk_lexemes_stay_within_postgres_limits() -> None:
     many = " ".join(f"name{i}" for i in range(60_000))
     literal = chunk_lexemes("a.py", "a.f", "", "", many)
     assert sum(len(w) for w in _lexemes(literal)) <= LEXEME_BUDGET
+
+
+@pytest.mark.parametrize(("outcome", "code"), [(3, 3), (RuntimeError("no parser"), 1)])
+def test_worker_main_exits_with_its_code_and_logs_a_failure(
+    outcome: int | Exception, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def amain(args: argparse.Namespace, settings: Settings) -> int:
+        assert args.once and isinstance(settings, Settings)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    args = service.worker_arguments("indexer", None).parse_args(["--once"])
+    with pytest.raises(SystemExit) as exited:
+        service.run_main("indexer", amain, args)
+    assert exited.value.code == code
+    out = capsys.readouterr()
+    logged = out.out + out.err
+    if isinstance(outcome, Exception):
+        assert "worker_failed" in logged and "no parser" in logged
+    else:
+        assert "worker_failed" not in logged

@@ -3,14 +3,15 @@ signals, the grace period, and the container health check."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import ctypes
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 
@@ -40,6 +41,35 @@ def start(service: str, **overrides: object) -> Settings:
     mlog.configure(service, settings.log_format, settings.log_level)
     die_with_parent(settings.supervisor_pid)
     return settings
+
+
+def worker_arguments(kind: str, description: str | None) -> argparse.ArgumentParser:
+    """A worker command's argument parser with what every worker takes: ``--once`` and the
+    container health check ``--check``."""
+    p = argparse.ArgumentParser(prog=f"mnemo-{kind}", description=description)
+    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help=f"health check: exit 0 iff an {kind} on this host beat recently",
+    )
+    return p
+
+
+def run_main(
+    kind: str,
+    amain: Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]],
+    args: argparse.Namespace,
+) -> NoReturn:
+    """A worker's main(): :func:`start`, then ``amain`` to its exit code; anything it raises
+    is logged (``worker_failed``, with the service's name) and exits 1."""
+    settings = start(kind)
+    try:
+        code = asyncio.run(amain(args, settings))
+    except Exception as exc:
+        log.exception("worker_failed", error=str(exc))
+        code = 1
+    sys.exit(code)
 
 
 def die_with_parent(parent_pid: int, sig: signal.Signals = signal.SIGTERM) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 import structlog
 
@@ -18,13 +17,7 @@ log = mlog.get(__name__)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mnemo-embedder", description=__doc__)
-    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="health check: exit 0 iff an embedder on this host beat recently",
-    )
+    p = service.worker_arguments("embedder", __doc__)
     p.add_argument("--threads", type=int, default=None, help="torch threads (MNEMO_TORCH_THREADS)")
     return p.parse_args(argv)
 
@@ -60,11 +53,4 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    settings = service.start("embedder")
-    try:
-        code = asyncio.run(amain(args, settings))
-    except Exception as exc:
-        log.exception("embedder_failed", error=str(exc))
-        code = 1
-    sys.exit(code)
+    service.run_main("embedder", amain, parse_args(argv))

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 
 import structlog
 
-from mnemo_core import logging as mlog
 from mnemo_core import service, workers
 from mnemo_core.settings import Settings
 from mnemo_indexer.pool import FileFailed, ParsePool
 from mnemo_indexer.worker import IndexWorker
 
-log = mlog.get(__name__)
-
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="mnemo-indexer", description=__doc__)
-    p.add_argument("--once", action="store_true", help="drain the queue, then exit")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="health check: exit 0 iff an indexer on this host beat recently",
-    )
+    p = service.worker_arguments("indexer", __doc__)
     p.add_argument(
         "--processes", type=int, default=None, help="parser processes (MNEMO_PARSE_PROCESSES)"
     )
@@ -67,11 +56,4 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    settings = service.start("indexer")
-    try:
-        code = asyncio.run(amain(args, settings))
-    except Exception as exc:
-        log.exception("indexer_failed", error=str(exc))
-        code = 1
-    sys.exit(code)
+    service.run_main("indexer", amain, parse_args(argv))
