@@ -68,6 +68,14 @@ def check_text(path: str, data: bytes) -> Skipped | None:
     return None
 
 
+def _bomb(limit: int) -> TooLarge:
+    return TooLarge(
+        "archive",
+        f"expands beyond {limit} bytes "
+        "(MNEMO_MAX_ARCHIVE_EXPANDED_BYTES): refused as a decompression bomb",
+    )
+
+
 class _Counting(io.RawIOBase):
     """Reads a decompressing stream, refusing to expand past ``limit`` bytes."""
 
@@ -83,11 +91,7 @@ class _Counting(io.RawIOBase):
         data = self.inner.read(len(b))
         self.seen += len(data)
         if self.seen > self.limit:
-            raise TooLarge(
-                "archive",
-                f"expands beyond {self.limit} bytes "
-                "(MNEMO_MAX_ARCHIVE_EXPANDED_BYTES): refused as a decompression bomb",
-            )
+            raise _bomb(self.limit)
         b[: len(data)] = data
         return len(data)
 
@@ -112,6 +116,28 @@ class _Collector:
         return clean_path(
             raw_name, field=f"archive entry {raw_name!r}", max_chars=self.limits.max_path_chars
         )
+
+    def admit(
+        self, raw_name: str, *, is_dir: bool, is_link: bool, is_file: bool, size: int
+    ) -> str | None:
+        """The repository path to read an entry's file into, or None for an entry with
+        nothing to read (a folder; a file skipped, with the reason). Links and special
+        files refuse the whole archive."""
+        path = self.entry(raw_name)
+        if is_dir:
+            return None
+        if is_link:
+            raise InvalidInput(f"archive entry {raw_name!r}", "links are not allowed")
+        if not is_file:
+            raise InvalidInput(f"archive entry {raw_name!r}", "special files are not allowed")
+        target = self.target(path)
+        if target is not None and size > self.limits.max_file_bytes:
+            self.too_large(target)
+            return None
+        return target
+
+    def too_large(self, path: str) -> None:
+        self.skipped.append(Skipped(path, f"larger than {self.limits.max_file_bytes} bytes"))
 
     def target(self, path: str) -> str | None:
         """The repository path of a file entry after ``strip_components``, or None (and a
@@ -144,21 +170,14 @@ def _tar(source: BinaryIO, gzipped: bool, limits: Limits, col: _Collector) -> No
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                path = col.entry(member.name)
-                if member.isdir():
-                    continue
-                if member.issym() or member.islnk():
-                    raise InvalidInput(f"archive entry {member.name!r}", "links are not allowed")
-                if not member.isfile():
-                    raise InvalidInput(
-                        f"archive entry {member.name!r}", "special files are not allowed"
-                    )
-                target = col.target(path)
-                if target is None:
-                    continue
-                path = target
-                if member.size > limits.max_file_bytes:
-                    col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
+                path = col.admit(
+                    member.name,
+                    is_dir=member.isdir(),
+                    is_link=member.issym() or member.islnk(),
+                    is_file=member.isfile(),
+                    size=member.size,
+                )
+                if path is None:
                     continue
                 f = tar.extractfile(member)
                 col.add(path, f.read() if f is not None else b"")
@@ -174,22 +193,15 @@ def _zip(source: BinaryIO, limits: Limits, col: _Collector) -> None:
     expanded = 0
     with zf:
         for info in zf.infolist():
-            path = col.entry(info.filename)
-            if info.is_dir():
-                continue
             mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode):
-                raise InvalidInput(f"archive entry {info.filename!r}", "links are not allowed")
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
-                raise InvalidInput(
-                    f"archive entry {info.filename!r}", "special files are not allowed"
-                )
-            target = col.target(path)
-            if target is None:
-                continue
-            path = target
-            if info.file_size > limits.max_file_bytes:
-                col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
+            path = col.admit(
+                info.filename,
+                is_dir=info.is_dir(),
+                is_link=stat.S_ISLNK(mode),
+                is_file=stat.S_IFMT(mode) in (0, stat.S_IFREG),
+                size=info.file_size,
+            )
+            if path is None:
                 continue
             try:
                 with zf.open(info) as fh:
@@ -200,15 +212,11 @@ def _zip(source: BinaryIO, limits: Limits, col: _Collector) -> None:
                     f"archive entry {info.filename!r}", f"unreadable: {exc}"
                 ) from exc
             if len(body) > limits.max_file_bytes:
-                col.skipped.append(Skipped(path, f"larger than {limits.max_file_bytes} bytes"))
+                col.too_large(path)
                 continue
             expanded += len(body)
             if expanded > limits.max_expanded_bytes:
-                raise TooLarge(
-                    "archive",
-                    f"expands beyond {limits.max_expanded_bytes} bytes "
-                    "(MNEMO_MAX_ARCHIVE_EXPANDED_BYTES): refused as a decompression bomb",
-                )
+                raise _bomb(limits.max_expanded_bytes)
             col.add(path, body)
 
 
