@@ -3,7 +3,6 @@ built once into a template database, and a fresh database per test cloned from i
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,11 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from mnemo_core import db, migrate
+from mnemo_core import db
 from mnemo_core.localpg import LocalPostgres, free_port
-
-TEMPLATE = "mnemo_template"
-DIM = 384
+from tests.helpers import DIM, TEMPLATE, admin_sql, migrate_now
 
 
 @pytest.fixture(scope="session")
@@ -25,16 +22,8 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
         tmp_path_factory.mktemp("pg"), port=free_port(), database="postgres", durable=False
     )
     server.start()
-
-    async def build_template() -> None:
-        admin = await asyncpg.connect(server.dsn("postgres"))
-        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
-        await admin.close()
-        conn = await db.connect(server.dsn(TEMPLATE), application_name="tests:template")
-        await migrate.migrate(conn, embedding_dim=DIM)
-        await conn.close()
-
-    asyncio.run(build_template())
+    admin_sql(server, f"CREATE DATABASE {TEMPLATE}")
+    migrate_now(server.dsn(TEMPLATE), DIM)
     yield server
     server.stop()
 

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
+import asyncpg
+import httpx
+
+from mnemo_core import db, migrate
+from mnemo_core.localpg import LocalPostgres
+
 T = TypeVar("T")
+#: The database the session's fixture migrates once; tests clone it.
+TEMPLATE = "mnemo_template"
+DIM = 384
+BIN = Path(sys.executable).parent
 
 
 async def wait_for(
@@ -41,17 +60,41 @@ def wait_for_sync(
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-import io  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tarfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+def admin_sql(pg: LocalPostgres, sql: str) -> None:
+    """Run one statement on the server's ``postgres`` database (CREATE / DROP DATABASE)."""
 
-import httpx  # noqa: E402
+    async def run() -> None:
+        conn = await asyncpg.connect(pg.dsn("postgres"))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
 
-BIN = Path(sys.executable).parent
+    asyncio.run(run())
+
+
+@contextlib.contextmanager
+def cloned_database(pg: LocalPostgres, prefix: str) -> Iterator[str]:
+    """A database with the whole schema (cloned from :data:`TEMPLATE`) for the block."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin_sql(pg, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    try:
+        yield pg.dsn(name)
+    finally:
+        admin_sql(pg, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def migrate_now(dsn: str, embedding_dim: int = DIM) -> None:
+    """Apply the migrations to ``dsn`` (blocking), as ``mnemo migrate`` would."""
+
+    async def run() -> None:
+        conn = await db.connect(dsn, application_name="tests:migrate")
+        try:
+            await migrate.migrate(conn, embedding_dim=embedding_dim)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
 class Proc:

@@ -12,9 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from mnemo_core import db, migrate
 from mnemo_core.localpg import LocalPostgres, free_port
-from tests.helpers import Proc, service_env, wait_for_sync, wait_ready
+from tests.helpers import Proc, migrate_now, service_env, wait_for_sync, wait_ready
 
 pytestmark = pytest.mark.acceptance
 
@@ -22,13 +21,7 @@ pytestmark = pytest.mark.acceptance
 def test_api_and_embedder_survive_a_database_restart(tmp_path: Path) -> None:
     pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
     dsn = pg.start()
-
-    async def prepare() -> None:
-        conn = await db.connect(dsn, application_name="test")
-        await migrate.migrate(conn, embedding_dim=384)
-        await conn.close()
-
-    asyncio.run(prepare())
+    migrate_now(dsn)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = service_env(

@@ -10,7 +10,6 @@ tests/artifacts/ui.png."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -19,14 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import yaml
 
 from mnemo_core.localpg import LocalPostgres, free_port
 from mnemo_embedder.model import POISON_MARKER
-from tests.helpers import BIN, Proc, service_env, wait_for_sync, wait_ready
+from tests.helpers import BIN, Proc, admin_sql, service_env, wait_for_sync, wait_ready
 
 pytestmark = pytest.mark.acceptance
 
@@ -50,21 +48,10 @@ def compose_check(name: str, port: int) -> list[str]:
     return [first, *argv[1:]]
 
 
-def admin(pg: LocalPostgres, sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(pg.dsn("postgres"))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
 @pytest.fixture(scope="module")
 def stack(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     name = f"ui_{uuid.uuid4().hex[:12]}"
-    admin(pg, f"CREATE DATABASE {name}")  # empty: `mnemo migrate` builds everything
+    admin_sql(pg, f"CREATE DATABASE {name}")  # empty: `mnemo migrate` builds everything
     logs = tmp_path_factory.mktemp("ui-logs")
     port = free_port()
     env = service_env(
@@ -88,7 +75,7 @@ def stack(pg: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     finally:
         for p in state["procs"]:
             p.stop()
-        admin(pg, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin_sql(pg, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from mnemo_core.localpg import LocalPostgres, free_port
-from tests.helpers import Proc, service_env, wait_for_sync, wait_ready
+from tests.helpers import Proc, cloned_database, service_env, wait_for_sync, wait_ready
 
 SOAK = os.environ.get("MNEMO_SOAK") == "1"
 
@@ -128,18 +128,8 @@ class Stack:
 
 @pytest.fixture
 def fresh_db(pg: LocalPostgres) -> Iterator[str]:
-    name = f"fault_{uuid.uuid4().hex[:12]}"
-
-    async def admin(q: str) -> None:
-        conn = await asyncpg.connect(pg.dsn("postgres"))
-        try:
-            await conn.execute(q)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {name} TEMPLATE mnemo_template"))
-    yield pg.dsn(name)
-    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    with cloned_database(pg, "fault") as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ accepted event is embedded exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import threading
 import time
@@ -15,10 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from mnemo_core import db, migrate
 from mnemo_core.localpg import LocalPostgres, free_port
 from tests.faults.conftest import Stack, size, timer
-from tests.helpers import BIN, Proc, service_env, wait_for_sync, wait_ready
+from tests.helpers import BIN, Proc, migrate_now, service_env, wait_for_sync, wait_ready
 
 pytestmark = pytest.mark.fault
 
@@ -26,13 +24,7 @@ pytestmark = pytest.mark.fault
 def test_database_restart_during_ingest(tmp_path: Path, fault_report: list) -> None:
     pg = LocalPostgres(tmp_path / "db", port=free_port())  # durable, like a user's
     dsn = pg.start()
-
-    async def prepare() -> None:
-        conn = await db.connect(dsn, application_name="test")
-        await migrate.migrate(conn, embedding_dim=384)
-        await conn.close()
-
-    asyncio.run(prepare())
+    migrate_now(dsn)
     s = Stack(dsn, tmp_path, MNEMO_EMBEDDING_MODEL="hash-384", MNEMO_VISIBILITY_TIMEOUT_S="5")
     restarts = size(1, 3)
     accepted: list[str] = []
