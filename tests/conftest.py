@@ -4,7 +4,6 @@ built once into a template database, and a fresh database per test cloned from i
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from mnemo_core import db
 from mnemo_core.localpg import LocalPostgres, free_port
-from tests.helpers import DIM, TEMPLATE, admin_sql, migrate_now
+from tests.helpers import DIM, TEMPLATE, admin_sql, cloned_database, migrate_now
 
 
 @pytest.fixture(scope="session")
@@ -29,20 +28,10 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
 
 
 @pytest.fixture
-async def dsn(pg: LocalPostgres) -> AsyncIterator[str]:
+def dsn(pg: LocalPostgres) -> Iterator[str]:
     """A fresh database with the whole schema, cloned from the template."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg.dsn("postgres"))
-    try:
-        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
-    finally:
-        await admin.close()
-    yield pg.dsn(name)
-    admin = await asyncpg.connect(pg.dsn("postgres"))
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    with cloned_database(pg, "t") as url:
+        yield url
 
 
 @pytest.fixture
