@@ -486,11 +486,11 @@ def test_sigterm_finishes_the_batch_in_hand(stack_factory: Any, fault_report: li
     )
 
 
-def _parser_processes(indexer: Proc) -> list[psutil.Process]:
-    """The indexer's parser processes: forked by pebble's forkserver (the indexer's child),
+def _parser_processes(indexer_pid: int) -> list[psutil.Process]:
+    """An indexer's parser processes: forked by pebble's forkserver (the indexer's child),
     so they are its grandchildren."""
     out = []
-    for child in psutil.Process(indexer.pid).children():
+    for child in psutil.Process(indexer_pid).children():
         out += child.children()
     return out
 
@@ -506,7 +506,7 @@ async def test_parser_pool_outlives_a_parser_killed_between_files() -> None:
     try:
         await pool.warm_up()
         for _ in range(2):  # the replacement pool recovers the same way
-            parsers = [g for c in psutil.Process().children() for g in c.children()]
+            parsers = _parser_processes(os.getpid())
             assert parsers
             for p in parsers:
                 p.kill()
@@ -546,7 +546,7 @@ def test_parser_process_killed_mid_file(stack_factory: Any, fault_report: list) 
         timeout=60,
         what="the indexer registered",
     )
-    idle_cpu = {p.pid: p.cpu_times().user for p in _parser_processes(indexer)}
+    idle_cpu = {p.pid: p.cpu_times().user for p in _parser_processes(indexer.pid)}
     slow = "x = [" + "1, " * 900_000 + "]\n"  # a few seconds of parsing, one chunk
     files = [{"path": "slow.py", "content": slow}] + [
         {"path": f"m{i}.py", "content": f"def f{i}():\n    return {i}\n"} for i in range(10)
@@ -556,7 +556,7 @@ def test_parser_process_killed_mid_file(stack_factory: Any, fault_report: list) 
     job_id = r.json()["job_id"]
 
     def busy_parser() -> psutil.Process | None:
-        for p in _parser_processes(indexer):
+        for p in _parser_processes(indexer.pid):
             try:
                 if p.cpu_times().user - idle_cpu.get(p.pid, 0.0) > 0.5:
                     return p
