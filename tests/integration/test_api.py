@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -185,6 +186,50 @@ async def test_body_that_is_not_json_says_where(
     assert r.status_code == 422, r.text
     assert r.json()["detail"].startswith(detail), r.json()
     assert r.json()["errors"][0]["field"] == "body"
+
+
+BODY_ROUTES = [
+    ("POST", "/v1/events", {"content": {"text": "the cat sat"}}),
+    ("POST", "/v1/events/batch", {"events": [{"content": {"text": "the cat sat"}}]}),
+    ("POST", "/v1/search", {"q": "cat"}),
+    ("POST", "/v1/code/index", {"repository": "r", "files": [{"path": "a.py", "content": "x"}]}),
+    ("POST", "/v1/dlq/embed/replay", {"ids": [1]}),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "payload"),
+    [*BODY_ROUTES, ("PATCH", f"/v1/events/{uuid.uuid4()}/metadata", {"done": True})],
+)
+@pytest.mark.parametrize(
+    "ctype", ["application/x-www-form-urlencoded", "text/plain", "application/xml", None]
+)
+async def test_json_sent_as_something_else_is_415(
+    api: httpx.AsyncClient, method: str, path: str, payload: dict, ctype: str | None
+) -> None:
+    """`curl -d '{…}'` without a header sends a form: 415 naming the Content-Type (or its
+    absence), not a 422 saying the body is no object; nothing is stored."""
+    headers = {"content-type": ctype} if ctype else {}
+    r = await api.request(method, path, content=json.dumps(payload), headers=headers)
+    assert r.status_code == 415, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("body: send it as application/json"), detail
+    assert (repr(ctype) if ctype else "it has no Content-Type") in detail
+    assert (await api.get("/v1/jobs")).json()["jobs"] == []
+
+
+@pytest.mark.parametrize(("method", "path", "payload"), BODY_ROUTES)
+@pytest.mark.parametrize(
+    "ctype", ["application/json", "Application/JSON; charset=utf-8", "application/x+json"]
+)
+async def test_json_media_types_are_read(
+    api: httpx.AsyncClient, method: str, path: str, payload: dict, ctype: str
+) -> None:
+    """Any case, parameters and ``+json`` types are all JSON."""
+    r = await api.request(
+        method, path, content=json.dumps(payload), headers={"content-type": ctype}
+    )
+    assert r.status_code in (200, 202, 503), r.text  # 503: text search with no embedder
 
 
 async def test_api_keys(dsn: str) -> None:

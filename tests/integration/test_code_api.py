@@ -278,12 +278,16 @@ async def test_bad_archives(api: httpx.AsyncClient) -> None:
         files={"archive": ("x.zip", b"not an archive", "application/zip")},
     )
     assert r.status_code == 422 and "not a readable" in r.json()["detail"]
-    r = await api.post("/v1/code/index", data={"repository": "shop"})
-    assert r.status_code == 422 and "archive" in r.json()["detail"]
+    r = await api.post("/v1/code/index", data={"repository": "shop"})  # a form, no file
+    assert r.status_code == 415 and "archive" in r.json()["detail"]
+    r = await api.post(
+        "/v1/code/index", content=b"\xff\xfe", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 422
     r = await api.post(
         "/v1/code/index", content=b"\xff\xfe", headers={"content-type": "text/plain"}
     )
-    assert r.status_code == 422
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["detail"]
     assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
 
 

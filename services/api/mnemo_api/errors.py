@@ -35,6 +35,25 @@ def too_deep(exc: RecursionError) -> StarletteHTTPException:
     return err
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this Content-Type as JSON: ``application/json`` or
+    ``application/*+json``, in any case, with any parameters."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def not_json(content_type: str, *, accepted: str = "application/json") -> StarletteHTTPException:
+    """The 415 for a body sent as something else than JSON (``curl -d`` without a header
+    sends ``application/x-www-form-urlencoded``), or with no Content-Type: the framework
+    hands the route the raw bytes then, and would answer that the body "should be a valid
+    dictionary", which misleads. (FastAPI reads no body without a JSON Content-Type as
+    JSON: a browser can send such a body to another site without asking it first.)"""
+    sent = f"its Content-Type is {content_type!r}" if content_type else "it has no Content-Type"
+    return StarletteHTTPException(415, f"body: send it as {accepted} ({sent})")
+
+
 def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
     headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
     return JSONResponse({"detail": detail, **extra}, status_code=status, headers=headers)
@@ -57,8 +76,12 @@ def _described(e: dict[str, Any]) -> dict[str, str]:
     return {"field": _field(loc), "message": e.get("msg", "invalid")}
 
 
-async def _invalid(_req: Request, exc: Exception) -> JSONResponse:
+async def _invalid(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    ctype = req.headers.get("content-type", "")
+    body_refused = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors())
+    if body_refused and not is_json_media_type(ctype):
+        return await _http(req, not_json(ctype))
     errors = [_described(e) for e in exc.errors()]
     first = errors[0] if errors else {"field": "", "message": "invalid request"}
     return problem(422, f"{first['field']}: {first['message']}", errors=errors)

@@ -196,6 +196,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "Unknown id or name"},
     409: {"model": Problem, "description": "The state change does not apply now"},
     413: {"model": Problem, "description": "Over a size limit (named in detail)"},
+    415: {"model": Problem, "description": "A body sent with a Content-Type that is not JSON"},
     431: {
         "model": Problem,
         "description": f"Request line and headers over {MAX_HEAD_BYTES // 1024} KiB",

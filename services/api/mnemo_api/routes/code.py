@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.datastructures import FormData, UploadFile
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
-from mnemo_api.errors import too_deep
+from mnemo_api.errors import is_json_media_type, not_json, too_deep
 from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
@@ -237,8 +237,10 @@ async def index(request: Request, st: AppState = Depends(state)) -> dict[str, An
     folders). Unchanged files (same content) are skipped; with ``prune``, files of the
     repository missing from the request are removed. Poll the job for progress."""
     ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
+    if ctype.lower().startswith("multipart/form-data"):
         return await _index_archive(request, st)
+    if not is_json_media_type(ctype):
+        raise not_json(ctype, accepted="application/json, or multipart/form-data with an archive")
     try:
         raw = await request.json()
     except (ValueError, UnicodeDecodeError) as exc:
