@@ -6,13 +6,17 @@ run here as processes: ``mnemo migrate`` on an empty database, ``mnemo-api`` wit
 key, ``mnemo-embedder``. The browser enters the key once, sees the queue names and numbers,
 sees the depth change after events are posted and again once the embedder drains them,
 replays a dead letter and opens a failed job's error. The screenshot is kept as
-tests/artifacts/ui.png."""
+tests/artifacts/ui.png. A page of another site tries to upload an archive to an API
+without keys, and is refused."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -247,3 +251,52 @@ def test_compose_indexer_runs_and_passes_its_check(stack: dict) -> None:
     until(alive, "a live indexer", timeout=60)
     check = compose_check("indexer", stack["port"])
     assert subprocess.run(check, env=stack["env"], timeout=30).returncode == 0
+
+
+#: Posts an archive to the index route as a form would, from whatever page is open.
+_FETCH_FORM = """
+const [target, b64, done] = arguments;
+const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+const form = new FormData();
+form.append("repository", "victim");
+form.append("prune", "true");
+form.append("archive", new Blob([bytes], {type: "application/gzip"}), "victim.tgz");
+const mode = new URL(target).origin === location.origin ? "same-origin" : "no-cors";
+fetch(target, {method: "POST", mode, body: form})
+  .then(r => done(mode + " " + r.status), e => done("error " + e));
+"""
+
+
+def test_a_page_of_another_site_cannot_write(stack: dict, browser: Any, tmp_path: Path) -> None:
+    """The attack: a page of any site posts a form to an API without keys (on loopback, as
+    `make run` starts it). Real Chromium marks it cross-site; the API refuses it. The same
+    request from the API's own origin goes through."""
+    port = free_port()
+    env = {k: v for k, v in stack["env"].items() if k != "MNEMO_API_KEYS"}
+    env["MNEMO_API_PORT"] = str(port)
+    api = Proc("api-nokeys", compose_command("api"), env, stack["logs"])
+    stack["procs"].append(api.start())
+    open_url = f"http://127.0.0.1:{port}"
+    wait_ready(open_url, api)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        data = b"def planted():\n    return 1\n"
+        info = tarfile.TarInfo("planted.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    b64 = base64.b64encode(buf.getvalue()).decode()
+
+    def repositories() -> list[str]:
+        r = httpx.get(f"{open_url}/v1/code/repositories")
+        return [x["name"] for x in r.json()["repositories"]]
+
+    # Another site: the keyed API of the stack, by another host name (another site).
+    browser.get(f"http://localhost:{stack['port']}/health")
+    outcome = browser.execute_async_script(_FETCH_FORM, f"{open_url}/v1/code/index", b64)
+    assert outcome == "no-cors 0", outcome  # sent; its answer is opaque to the page
+    assert "victim" not in repositories()
+
+    browser.get(f"{open_url}/health")
+    outcome = browser.execute_async_script(_FETCH_FORM, f"{open_url}/v1/code/index", b64)
+    assert outcome == "same-origin 202", outcome
+    assert "victim" in repositories()

@@ -240,6 +240,42 @@ async def test_api_keys(dsn: str) -> None:
         assert (await api.get("/v1/queues", headers={"X-API-Key": "k2"})).status_code == 200
 
 
+@pytest.mark.parametrize("site", ["cross-site", "same-site", "Cross-Site"])
+async def test_cross_site_writes_from_browsers_are_403(api: httpx.AsyncClient, site: str) -> None:
+    """A page of another site can POST a form here; browsers say so in Sec-Fetch-Site."""
+    job = (await api.post("/v1/events", json={"content": {"text": "kept"}})).json()["job_id"]
+    headers = {"sec-fetch-site": site}
+    for r in (
+        await api.post("/v1/events", json={"content": {"text": "x"}}, headers=headers),
+        await api.post(
+            "/v1/code/index",
+            data={"repository": "r", "prune": "true"},
+            files={"archive": ("r.tar", b"", "application/x-tar")},
+            headers=headers,
+        ),
+        await api.post(f"/v1/jobs/{job}/cancel", headers=headers),
+        await api.post("/v1/dlq/embed/replay", headers=headers),
+        await api.delete(f"/v1/events/{uuid.uuid4()}", headers=headers),
+    ):
+        assert r.status_code == 403, r.text
+        assert r.json()["detail"].startswith("refused: a page of another site cannot write")
+    assert (await api.get(f"/v1/jobs/{job}", headers=headers)).json()["status"] == "queued"
+    jobs = (await api.get("/v1/jobs", headers=headers)).json()["jobs"]
+    assert [j["id"] for j in jobs] == [job]
+
+
+@pytest.mark.parametrize("site", ["same-origin", "none", None])
+async def test_own_and_non_browser_writes_pass_the_guard(
+    api: httpx.AsyncClient, site: str | None
+) -> None:
+    """The operator page (same-origin), a typed URL (none) and curl or the CLI (no header)."""
+    headers = {"sec-fetch-site": site} if site else {}
+    r = await api.post("/v1/events", json={"content": {"text": "x"}}, headers=headers)
+    assert r.status_code == 202, r.text
+    r = await api.post(f"/v1/jobs/{r.json()['job_id']}/cancel", headers=headers)
+    assert r.status_code == 200, r.text
+
+
 async def test_unknown_ids_are_404(api: httpx.AsyncClient) -> None:
     missing = uuid.uuid4()
     for r in (

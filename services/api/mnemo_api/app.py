@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from mnemo_api import errors, metrics
-from mnemo_api.middleware import ApiKeys, BodyLimit
+from mnemo_api.middleware import ApiKeys, BodyLimit, CrossSiteGuard
 from mnemo_api.query_embedding import QueryEmbedder
 from mnemo_api.routes import code, dlq, events, jobs, ops, search, ui
 from mnemo_api.schemas import ERROR_RESPONSES
@@ -92,6 +92,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         # same route keeps the body limit.
         multipart={"/v1/code/index": max(settings.max_body_bytes, settings.max_archive_bytes)},
     )
-    # Outermost: counts and times every answer, the 401s and 413s too.
+    app.add_middleware(CrossSiteGuard)
+    # Outermost: counts and times every answer, the 401s, 403s and 413s too.
     app.add_middleware(metrics.RequestMetrics, ops=ops_metrics)
     return app

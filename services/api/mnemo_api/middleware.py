@@ -1,4 +1,5 @@
-"""ASGI middleware: request body limit (413) and API-key auth (401).
+"""ASGI middleware: request body limit (413), API-key auth (401) and the refusal of
+cross-site writes from browsers (403).
 
 Written by hand because each is a few lines over the ASGI interface and the usual
 packages for them bring more than they give here."""
@@ -138,6 +139,39 @@ class ApiKeys:
             if not self._valid(presented):
                 await _reply(
                     send, 401, "missing or invalid X-API-Key", ((b"www-authenticate", b"ApiKey"),)
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+#: Methods a page of another site must not use here (the rest only read).
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: ``Sec-Fetch-Site`` values of a request the user or our own page made.
+_OWN_SITE = frozenset({b"same-origin", b"none"})
+
+
+class CrossSiteGuard:
+    """Refuse a write a browser sends on behalf of a page of another site (403).
+
+    A form or ``fetch`` on any web page can POST to ``127.0.0.1:8000`` without asking (a
+    multipart upload of an archive with ``prune`` among them), and without API keys nothing
+    else stops it. Browsers say where a request comes from in ``Sec-Fetch-Site``, which a
+    page cannot set; clients that are not browsers (curl, the CLI, SDKs) send none and are
+    not affected, nor is the operator page (``same-origin``). The API serves no CORS
+    headers, so no page of another site could read an answer anyway."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
+            site = _header(scope, b"sec-fetch-site").lower()
+            if site and site not in _OWN_SITE:
+                await _reply(
+                    send,
+                    403,
+                    f"refused: a page of another site cannot write here "
+                    f"(Sec-Fetch-Site: {site[:64].decode('latin-1')})",
                 )
                 return
         await self.app(scope, receive, send)

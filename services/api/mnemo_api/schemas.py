@@ -193,6 +193,7 @@ class Problem(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "The request or its body could not be read"},
     401: {"model": Problem, "description": "Missing or invalid X-API-Key (when keys are set)"},
+    403: {"model": Problem, "description": "A write sent by a browser from another site"},
     404: {"model": Problem, "description": "Unknown id or name"},
     409: {"model": Problem, "description": "The state change does not apply now"},
     413: {"model": Problem, "description": "Over a size limit (named in detail)"},
