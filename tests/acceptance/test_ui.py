@@ -37,6 +37,7 @@ SERVICES = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
 KEY = "ui-test-key"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
+REBOUND = "rebind.test"
 
 
 def compose_command(name: str) -> list[str]:
@@ -104,6 +105,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         "--disable-sync",
         "--disable-dev-shm-usage",
         "--window-size=1400,1500",
+        # What DNS rebinding achieves: a name of the attacker's resolving to 127.0.0.1.
+        f"--host-resolver-rules=MAP {REBOUND} 127.0.0.1",
         f"--user-data-dir={profile}",
     ):
         opts.add_argument(arg)
@@ -267,17 +270,28 @@ fetch(target, {method: "POST", mode, body: form})
 """
 
 
-def test_a_page_of_another_site_cannot_write(stack: dict, browser: Any, tmp_path: Path) -> None:
-    """The attack: a page of any site posts a form to an API without keys (on loopback, as
-    `make run` starts it). Real Chromium marks it cross-site; the API refuses it. The same
-    request from the API's own origin goes through."""
+@pytest.fixture(scope="module")
+def open_api(stack: dict) -> str:
+    """An API without keys on the stack's database, on loopback as `make run` starts it."""
     port = free_port()
     env = {k: v for k, v in stack["env"].items() if k != "MNEMO_API_KEYS"}
     env["MNEMO_API_PORT"] = str(port)
     api = Proc("api-nokeys", compose_command("api"), env, stack["logs"])
     stack["procs"].append(api.start())
-    open_url = f"http://127.0.0.1:{port}"
-    wait_ready(open_url, api)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, api)
+    return url
+
+
+def repositories(url: str) -> list[str]:
+    r = httpx.get(f"{url}/v1/code/repositories")
+    return [x["name"] for x in r.json()["repositories"]]
+
+
+def test_a_page_of_another_site_cannot_write(stack: dict, open_api: str, browser: Any) -> None:
+    """The attack: a page of any site posts a form to an API without keys. Real Chromium
+    marks it cross-site; the API refuses it. The same request from the API's own origin
+    goes through."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         data = b"def planted():\n    return 1\n"
@@ -286,17 +300,27 @@ def test_a_page_of_another_site_cannot_write(stack: dict, browser: Any, tmp_path
         tar.addfile(info, io.BytesIO(data))
     b64 = base64.b64encode(buf.getvalue()).decode()
 
-    def repositories() -> list[str]:
-        r = httpx.get(f"{open_url}/v1/code/repositories")
-        return [x["name"] for x in r.json()["repositories"]]
-
-    # Another site: the keyed API of the stack, by another host name (another site).
+    # Another site: the keyed API of the stack, by another host name.
     browser.get(f"http://localhost:{stack['port']}/health")
-    outcome = browser.execute_async_script(_FETCH_FORM, f"{open_url}/v1/code/index", b64)
+    outcome = browser.execute_async_script(_FETCH_FORM, f"{open_api}/v1/code/index", b64)
     assert outcome == "no-cors 0", outcome  # sent; its answer is opaque to the page
-    assert "victim" not in repositories()
+    assert "victim" not in repositories(open_api)
 
-    browser.get(f"{open_url}/health")
-    outcome = browser.execute_async_script(_FETCH_FORM, f"{open_url}/v1/code/index", b64)
+    browser.get(f"{open_api}/health")
+    outcome = browser.execute_async_script(_FETCH_FORM, f"{open_api}/v1/code/index", b64)
     assert outcome == "same-origin 202", outcome
-    assert "victim" in repositories()
+    assert "victim" in repositories(open_api)
+
+
+def test_a_rebound_name_reads_nothing(open_api: str, browser: Any) -> None:
+    """DNS rebinding's end state: the attacker's name resolves to 127.0.0.1, so the browser
+    takes the API for the page's own origin. The API refuses the name itself."""
+    port = open_api.rsplit(":", 1)[1]
+    browser.get(f"http://{REBOUND}:{port}/health")
+    assert "MNEMO_ALLOWED_HOSTS" in browser.find_element("tag name", "body").text
+    read = browser.execute_async_script(
+        "fetch('/v1/code/repositories').then(r => r.text()).then(arguments[0])"
+    )
+    assert "does not answer to the host name 'rebind.test'" in read, read
+    browser.get(f"{open_api}/v1/code/repositories")  # by its address: served
+    assert '"repositories"' in browser.find_element("tag name", "body").text

@@ -29,7 +29,7 @@ async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             yield c
 
 
@@ -274,6 +274,30 @@ async def test_own_and_non_browser_writes_pass_the_guard(
     assert r.status_code == 202, r.text
     r = await api.post(f"/v1/jobs/{r.json()['job_id']}/cancel", headers=headers)
     assert r.status_code == 200, r.text
+
+
+async def test_without_keys_only_local_and_listed_host_names_are_served(dsn: str) -> None:
+    """DNS rebinding: a page under its own name, pointed at 127.0.0.1, is refused."""
+    async for api in client_for(make_settings(dsn, allowed_hosts="mnemo.lan")):
+        for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "mnemo.lan:8000"):
+            r = await api.get("/v1/jobs", headers={"host": host})
+            assert r.status_code == 200, (host, r.text)
+        for host in ("rebind.example:8000", "localhost.rebind.example"):
+            for r in (
+                await api.get("/v1/jobs", headers={"host": host}),
+                await api.get("/health", headers={"host": host}),
+                await api.post(
+                    "/v1/events", json={"content": {"text": "x"}}, headers={"host": host}
+                ),
+            ):
+                assert r.status_code == 400, (host, r.text)
+                assert "MNEMO_ALLOWED_HOSTS" in r.json()["detail"]
+                assert repr(host.rsplit(":", 1)[0]) in r.json()["detail"]
+        assert (await api.get("/v1/jobs")).json()["jobs"] == []
+    for settings in (make_settings(dsn, api_keys="k"), make_settings(dsn, allowed_hosts="*")):
+        async for api in client_for(settings):
+            r = await api.get("/health", headers={"host": "anything.example"})
+            assert r.status_code == 200, r.text
 
 
 async def test_unknown_ids_are_404(api: httpx.AsyncClient) -> None:

@@ -93,7 +93,7 @@ async def _client(dsn: str, *, fast: bool) -> AsyncIterator[tuple[httpx.AsyncCli
     seen = _Seen(app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=seen, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
             yield c, seen
 
 

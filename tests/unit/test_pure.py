@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from mnemo_api.main import insecure_bind_error, is_loopback
+from mnemo_api.middleware import host_name, is_local_or_address
 from mnemo_api.schemas import EventIn, SearchIn
 from mnemo_core import retry, service
 from mnemo_core.errors import PoisonMessage
@@ -148,6 +149,43 @@ def test_insecure_bind(host: str, keys: str, insecure: bool, refused: bool) -> N
     s = Settings(api_host=host, api_keys=keys, allow_insecure=insecure)
     assert (insecure_bind_error(s) is not None) is refused
     assert is_loopback("127.0.0.2")
+
+
+@pytest.mark.parametrize(
+    ("header", "name", "local"),
+    [
+        ("127.0.0.1:8000", "127.0.0.1", True),
+        ("localhost", "localhost", True),
+        ("LocalHost:8000", "localhost", True),
+        ("api.localhost:1", "api.localhost", True),
+        ("[::1]:8000", "::1", True),
+        ("[::1]", "::1", True),
+        ("192.168.1.5", "192.168.1.5", True),
+        ("rebind.example:8000", "rebind.example", False),
+        ("rebind.example.:8000", "rebind.example", False),
+        ("localhost.rebind.example", "localhost.rebind.example", False),
+        ("127.0.0.1.nip.io:8000", "127.0.0.1.nip.io", False),
+        ("api", "api", False),
+        ("api:notaport", "api:notaport", False),
+    ],
+)
+def test_host_names(header: str, name: str, local: bool) -> None:
+    assert host_name(header) == name
+    assert is_local_or_address(name) is local
+
+
+@pytest.mark.parametrize(
+    ("keys", "hosts", "names"),
+    [
+        ("", "", frozenset()),
+        ("", "api, Mnemo.Example.", frozenset({"api", "mnemo.example"})),
+        ("", "api,*", None),
+        ("k1", "api", None),
+        ("k1", "", None),
+    ],
+)
+def test_allowed_host_names(keys: str, hosts: str, names: frozenset[str] | None) -> None:
+    assert Settings(api_keys=keys, allowed_hosts=hosts).allowed_host_names == names
 
 
 @pytest.mark.parametrize(

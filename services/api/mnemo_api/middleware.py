@@ -1,5 +1,5 @@
-"""ASGI middleware: request body limit (413), API-key auth (401) and the refusal of
-cross-site writes from browsers (403).
+"""ASGI middleware: request body limit (413), API-key auth (401), the refusal of
+cross-site writes from browsers (403) and of host names nobody configured (400).
 
 Written by hand because each is a few lines over the ASGI interface and the usual
 packages for them bring more than they give here."""
@@ -7,6 +7,7 @@ packages for them bring more than they give here."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -172,6 +173,56 @@ class CrossSiteGuard:
                     403,
                     f"refused: a page of another site cannot write here "
                     f"(Sec-Fetch-Site: {site[:64].decode('latin-1')})",
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def host_name(host_header: str) -> str:
+    """The name in a Host header, without its port, in lower case: ``Foo.test:8000`` ->
+    ``foo.test``; ``[::1]:8000`` -> ``::1``."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, _, port = host.rpartition(":")
+    return (name if name and port.isdigit() else host).rstrip(".")
+
+
+def is_local_or_address(name: str) -> bool:
+    """An IP address (no one can point a name at it), ``localhost`` or ``*.localhost``."""
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class HostGuard:
+    """Without API keys, answer only to IP addresses, localhost and the configured names.
+
+    DNS rebinding: a page on ``attacker.example`` points that name at 127.0.0.1 once it is
+    loaded; the browser then takes the API for the page's own origin, and the page can read
+    every memory and write anything (no Sec-Fetch-Site, no CORS stands in the way). Its
+    requests still carry ``Host: attacker.example``. Starlette's TrustedHostMiddleware
+    does the same check but answers in plain text; every error here is JSON."""
+
+    def __init__(self, app: ASGIApp, names: frozenset[str] | None) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.names is not None:
+            header = _header(scope, b"host").decode("latin-1")
+            name = host_name(header)
+            if header and not is_local_or_address(name) and name not in self.names:
+                await _reply(
+                    send,
+                    400,
+                    f"this API does not answer to the host name {name[:255]!r}: add it to "
+                    "MNEMO_ALLOWED_HOSTS (without API keys only IP addresses, localhost and "
+                    "the names listed there are served)",
                 )
                 return
         await self.app(scope, receive, send)

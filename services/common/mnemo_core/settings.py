@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     api_port: int = 8000
     api_keys: str = ""
     allow_insecure: bool = False
+    # Host names the API answers to without keys besides IP addresses and localhost
+    # (comma-separated; "*" for any): a web page whose own name an attacker pointed at
+    # 127.0.0.1 (DNS rebinding) must not read or write here. With keys, any name.
+    allowed_hosts: str = ""
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch_events: int = 1000
     query_timeout_s: float = 10.0
@@ -98,6 +102,14 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def allowed_host_names(self) -> frozenset[str] | None:
+        """The names of ``allowed_hosts`` (lower case), or None when any name will do."""
+        names = frozenset(h.strip().lower().rstrip(".") for h in self.allowed_hosts.split(","))
+        if self.api_key_list or "*" in names:
+            return None
+        return names - {""}
 
     def dsn(self) -> str:
         """The URL services connect to: MNEMO_DATABASE_URL, or one built from the parts."""
