@@ -6,8 +6,9 @@ run here as processes: ``mnemo migrate`` on an empty database, ``mnemo-api`` wit
 key, ``mnemo-embedder``. The browser enters the key once, sees the queue names and numbers,
 sees the depth change after events are posted and again once the embedder drains them,
 replays a dead letter and opens a failed job's error. The screenshot is kept as
-tests/artifacts/ui.png. A page of another site tries to upload an archive to an API
-without keys, and is refused."""
+tests/artifacts/ui.png. Against an API without keys, a page of another site tries to upload
+an archive, and a page under a name resolved to 127.0.0.1 (DNS rebinding) tries to read it:
+both are refused."""
 
 from __future__ import annotations
 
