@@ -111,6 +111,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         f"--user-data-dir={profile}",
     ):
         opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for CSP
     # An explicit driver path: selenium-manager never runs, nothing is downloaded.
     service = Service(executable_path=CHROMEDRIVER, log_output=str(profile / "driver.log"))
     driver = webdriver.Chrome(service=service, options=opts)
@@ -233,6 +234,12 @@ def test_operator_page(stack: dict, browser: Any, artifacts: Path) -> None:
     until(lambda: "poison" in (text(browser, "#detail-body") or ""), "the job's error")
     browser.save_screenshot(str(artifacts / "ui.png"))
     assert (artifacts / "ui.png").stat().st_size > 10_000
+    # The page's Content-Security-Policy refused nothing it does (its style, its script,
+    # the progress bars' widths, its fetches).
+    refused = [
+        e["message"] for e in browser.get_log("browser") if "Security Policy" in e["message"]
+    ]
+    assert not refused, refused
 
     workers = mnemo(stack, "workers")["workers"]
     assert [w["kind"] for w in workers if w["alive"]] == ["embedder"]

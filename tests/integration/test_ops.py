@@ -5,6 +5,7 @@ and its data."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 
@@ -146,7 +147,15 @@ async def test_keys_guard_data_but_not_the_page_shell(dsn: str) -> None:
 
 async def test_ui_data(api: httpx.AsyncClient, dsn: str) -> None:
     page = await api.get("/ui")
-    assert "const KEYS_REQUIRED = false" in page.text and "<script>" in page.text
+    assert "const KEYS_REQUIRED = false" in page.text
+    # Only its own inline script and style run: they carry this answer's nonce.
+    csp = page.headers["content-security-policy"]
+    [nonce] = re.findall(r"script-src 'nonce-([^']+)'", csp)
+    assert f"style-src 'nonce-{nonce}'" in csp and "frame-ancestors 'none'" in csp
+    assert page.text.count(f'nonce="{nonce}"') == 2
+    assert page.text.count("<script") == page.text.count("<style") == 1
+    assert page.headers["x-frame-options"] == "DENY"
+    assert nonce not in (await api.get("/ui")).headers["content-security-policy"]
     await api.post("/v1/events", json={"content": {"text": "ui note"}})
     await run_worker(dsn)
 
