@@ -300,6 +300,46 @@ async def test_without_keys_only_local_and_listed_host_names_are_served(dsn: str
             assert r.status_code == 200, r.text
 
 
+async def test_every_answer_has_a_request_id(api: httpx.AsyncClient) -> None:
+    ids = set()
+    for r in (
+        await api.get("/health"),
+        await api.post("/v1/events", json={"content": {"text": "x"}}),  # the fast path
+        await api.get(f"/v1/jobs/{uuid.uuid4()}"),
+        await api.get("/v1/jobs", headers={"host": "rebind.example"}),
+    ):
+        rid = r.headers["x-request-id"]
+        assert len(rid) == 32 and int(rid, 16) >= 0, rid
+        ids.add(rid)
+    assert len(ids) == 4
+    r = await api.get("/health", headers={"x-request-id": "trace-1.2:3_x"})
+    assert r.headers["x-request-id"] == "trace-1.2:3_x"
+    for bad in ("a b", "x" * 129, "<script>", ""):
+        r = await api.get("/health", headers={"x-request-id": bad})
+        assert len(r.headers["x-request-id"]) == 32, bad
+
+
+async def test_a_500_names_its_request_in_the_answer_and_the_log(
+    dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(make_settings(dsn))
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
+            capsys.readouterr()
+            r = await api.get("/broken", headers={"x-request-id": "report-42"})
+    assert r.status_code == 500
+    assert r.json() == {"detail": "internal error (request report-42)"}
+    assert r.headers["x-request-id"] == "report-42"
+    out = capsys.readouterr().out
+    assert "unhandled_error" in out and "report-42" in out and "a bug" in out
+
+
 async def test_unknown_ids_are_404(api: httpx.AsyncClient) -> None:
     missing = uuid.uuid4()
     for r in (

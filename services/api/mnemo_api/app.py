@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from mnemo_api import errors, metrics
-from mnemo_api.middleware import ApiKeys, BodyLimit, CrossSiteGuard, HostGuard
+from mnemo_api.middleware import ApiKeys, BodyLimit, CrossSiteGuard, HostGuard, RequestId
 from mnemo_api.query_embedding import QueryEmbedder
 from mnemo_api.routes import code, dlq, events, jobs, ops, search, ui
 from mnemo_api.schemas import ERROR_RESPONSES
@@ -94,6 +94,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     )
     app.add_middleware(CrossSiteGuard)
     app.add_middleware(HostGuard, names=settings.allowed_host_names)
-    # Outermost: counts and times every answer, the 401s, 403s and 413s too.
+    # Counts and times every answer, the 401s, 403s and 413s too.
     app.add_middleware(metrics.RequestMetrics, ops=ops_metrics)
+    # Outermost: every answer carries its X-Request-ID, every log line of it request_id.
+    app.add_middleware(RequestId)
     return app

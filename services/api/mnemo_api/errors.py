@@ -138,8 +138,14 @@ async def _bad_value(_req: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled_error", path=req.url.path)
-    return problem(500, "internal error")
+    # This one runs in Starlette's outermost layer, outside the middleware that binds the
+    # request id to log lines and adds it to answers: both are done here.
+    rid = getattr(req.state, "request_id", None)
+    log.exception("unhandled_error", path=req.url.path, request_id=rid)
+    resp = problem(500, f"internal error (request {rid})" if rid else "internal error")
+    if rid:
+        resp.headers["X-Request-ID"] = rid
+    return resp
 
 
 def install(app: FastAPI) -> None:

@@ -1,5 +1,5 @@
-"""ASGI middleware: request body limit (413), API-key auth (401), the refusal of
-cross-site writes from browsers (403) and of host names nobody configured (400).
+"""ASGI middleware: request ids, request body limit (413), API-key auth (401), the refusal
+of cross-site writes from browsers (403) and of host names nobody configured (400).
 
 Written by hand because each is a few lines over the ASGI interface and the usual
 packages for them bring more than they give here."""
@@ -9,9 +9,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import re
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import structlog
 from starlette.exceptions import HTTPException
 
 Scope = MutableMapping[str, Any]
@@ -226,3 +229,33 @@ class HostGuard:
                 )
                 return
         await self.app(scope, receive, send)
+
+
+#: A client's own request id is kept when it looks like one (a proxy's, a trace's).
+_CLIENT_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestId:
+    """Give every request an id: the client's ``X-Request-ID`` when it is a plain token of
+    at most 128 characters, else a new one. It is in the answer's ``X-Request-ID``, in every
+    log line written while the request is handled (``request_id``) and in the body of a
+    500, so a user's report leads to the server's log."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = _header(scope, b"x-request-id")
+        rid = given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.encode()
+        scope.setdefault("state", {})["request_id"] = rid.decode()
+
+        async def send_with_id(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                msg["headers"] = [*msg.get("headers", ()), (b"x-request-id", rid)]
+            await send(msg)
+
+        with structlog.contextvars.bound_contextvars(request_id=rid.decode()):
+            await self.app(scope, receive, send_with_id)
