@@ -78,11 +78,12 @@ def _described(e: dict[str, Any]) -> dict[str, str]:
 
 async def _invalid(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    found = exc.errors()
     ctype = req.headers.get("content-type", "")
-    body_refused = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors())
+    body_refused = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in found)
     if body_refused and not is_json_media_type(ctype):
         return await _http(req, not_json(ctype))
-    errors = [_described(e) for e in exc.errors()]
+    errors = [_described(e) for e in found]
     first = errors[0] if errors else {"field": "", "message": "invalid request"}
     return problem(422, f"{first['field']}: {first['message']}", errors=errors)
 
