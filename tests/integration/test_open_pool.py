@@ -5,6 +5,7 @@ between: it used to exit). Against a real PostgreSQL that is stopped and started
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,40 @@ async def test_a_worker_registers_after_the_database_comes_back(
     await asyncio.wait_for(Once(pool, Settings(), worker_id="w-back", once=True).run(), 30)
     assert calls == 2
     assert await pool.fetchval("SELECT count(*) FROM workers WHERE id = 'w-back'") == 1
+
+
+async def test_a_worker_backs_off_while_the_database_is_away_and_stops_at_once(
+    pool: asyncpg.Pool,
+) -> None:
+    """A batch step that keeps failing to reach the database is tried again after 0.5, 1,
+    2 ... s (logged each time), and a stop during a wait ends the worker then, not when the
+    wait is over."""
+    import structlog
+
+    from mnemo_core.settings import Settings
+    from mnemo_core.worker_base import QueueWorker
+
+    tries: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    class Away(QueueWorker):
+        async def _read_and_process(self) -> None:
+            tries.append(loop.time())
+            raise ConnectionRefusedError("connection refused")
+
+    worker = Away(pool, Settings(), worker_id="w-away")
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(worker._until_available(worker._read_and_process))
+        while len(tries) < 3:  # at 0, 0.5 and 1.5 s
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # inside the 2 s wait
+        worker.stop()
+        started = loop.time()
+        await asyncio.wait_for(task, 5)
+    assert loop.time() - started < 0.5
+    assert len(tries) == 3, "a stopped worker does not try again"
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert 0.45 < gaps[0] < 0.9 and 0.95 < gaps[1] < 1.5, gaps
+    waits = [e for e in logs if e["event"] == "database_unavailable"]
+    assert [e["retry_in_s"] for e in waits] == [0.5, 1.0, 2.0]
+    assert all(e["error"] == "connection refused" and e["worker_id"] == "w-away" for e in waits)

@@ -140,6 +140,8 @@ class Supervisor:
         log.info("child_started", child=child.name, pid=child.proc.pid)
 
     async def _watch(self, child: Child) -> None:
+        # Not a tenacity loop like the services' database waits: a child that exits is not
+        # a failed call to retry; the delay goes back to 1 s after a run that lasted.
         delay = 1.0
         while not self._stopping.is_set():
             await self._start(child)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, NoReturn, TypeVar
 
 import asyncpg
+import tenacity
 
 from mnemo_core import db, migrate
 from mnemo_core import logging as mlog
@@ -103,19 +104,28 @@ async def _with_backoff(attempt: Callable[[], Awaitable[T]], *, within_s: float)
     """``attempt()``, again after 0.2, 0.4, 0.8 ... 5 s while the database is unavailable
     (it raises ``DatabaseUnavailable`` or a connection error), for ``within_s`` seconds in
     all; then ``DatabaseUnavailable`` with the last reason."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    delay = 0.2
-    while True:
-        try:
-            return await attempt()
-        except (DatabaseUnavailable, *db.UNAVAILABLE_ERRORS) as exc:  # type: ignore[misc]
-            reason = str(exc)
-        if loop.time() > deadline:
-            raise DatabaseUnavailable(f"database not ready after {within_s:.0f}s: {reason}")
-        log.info("waiting_for_database", reason=reason, retry_in_s=delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(db.UNAVAILABLE_ERRORS),
+        wait=tenacity.wait_exponential(multiplier=0.2, max=5.0),
+        stop=tenacity.stop_after_delay(within_s),
+        before_sleep=_log_waiting,
+    )
+    try:
+        # The loop form awaits ``attempt()`` itself: tenacity's call form would not await
+        # a lambda that returns a coroutine.
+        async for try_ in retrying:
+            with try_:
+                return await attempt()
+    except tenacity.RetryError as exc:
+        last = exc.last_attempt.exception()
+        raise DatabaseUnavailable(f"database not ready after {within_s:.0f}s: {last}") from last
+    raise AssertionError("unreachable: tenacity either returns an attempt or raises")
+
+
+def _log_waiting(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    sleep = state.next_action.sleep if state.next_action else None
+    log.info("waiting_for_database", reason=str(exc), retry_in_s=sleep)
 
 
 async def wait_for_schema(dsn: str, *, application_name: str, within_s: float = 120.0) -> None:

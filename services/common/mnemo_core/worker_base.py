@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+import tenacity
 
 from mnemo_core import db, workers
 from mnemo_core import logging as mlog
@@ -119,22 +120,27 @@ class QueueWorker:
     async def _until_available(self, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` once, again and again with backoff while the database is away
         (until it gets through or the worker stops)."""
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                await step()
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(db.UNAVAILABLE_ERRORS),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=10.0),
+            sleep=lambda seconds: wait(self._stop, seconds),  # a stop cuts the wait short
+            before_sleep=self._log_unavailable,
+        )
+        async for attempt in retrying:
+            if self._stop.is_set():
                 return
-            except db.UNAVAILABLE_ERRORS as exc:
-                # A batch in hand was not acknowledged: it comes back after its visibility
-                # timeout.
-                log.warning(
-                    "database_unavailable",
-                    worker_id=self.worker_id,
-                    error=str(exc),
-                    retry_in_s=backoff,
-                )
-                await wait(self._stop, backoff)
-                backoff = min(backoff * 2, 10.0)
+            with attempt:
+                await step()
+
+    def _log_unavailable(self, state: tenacity.RetryCallState) -> None:
+        # A batch in hand was not acknowledged: it comes back after its visibility timeout.
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "database_unavailable",
+            worker_id=self.worker_id,
+            error=str(exc),
+            retry_in_s=state.next_action.sleep if state.next_action else None,
+        )
 
     async def _read_and_process(self) -> None:
         raise NotImplementedError
