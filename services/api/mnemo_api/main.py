@@ -63,6 +63,9 @@ def migrate_or_stop(settings: Settings) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Not service.run_main as the workers: uvicorn.run makes its own event loop (uvloop, a
+    # third of the API's CPU per request) and handles SIGTERM itself once serving; only the
+    # wait for the database before it needs our own loop and signal handling.
     p = argparse.ArgumentParser(prog="mnemo-api", description=__doc__)
     p.add_argument("--host", help="listen address (MNEMO_API_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="listen port (MNEMO_API_PORT, default 8000)")
