@@ -7,6 +7,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -338,6 +339,24 @@ async def test_a_500_names_its_request_in_the_answer_and_the_log(
     assert r.headers["x-request-id"] == "report-42"
     out = capsys.readouterr().out
     assert "unhandled_error" in out and "report-42" in out and "a bug" in out
+
+
+async def test_a_conflict_that_persists_is_a_503_to_retry(dsn: str) -> None:
+    """A deadlock or serialization failure still there after ``db.in_transaction``'s runs
+    is the database being busy, not a bug: 503 with Retry-After, as when it is away."""
+    app = create_app(make_settings(dsn))
+
+    async def contended() -> None:
+        raise asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+
+    app.add_api_route("/contended", contended)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
+            r = await api.get("/contended")
+    assert r.status_code == 503, r.text
+    assert "conflicting concurrent writes" in r.json()["detail"]
+    assert int(r.headers["retry-after"]) > 0
 
 
 async def test_unknown_ids_are_404(api: httpx.AsyncClient) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import asyncpg
+import numpy as np
 import pytest
 
 from mnemo_core import code, jobs
@@ -449,3 +450,77 @@ async def test_an_upload_waits_for_an_indexer_that_holds_the_repository(
         await tx.commit()
     acc = await asyncio.wait_for(upload, 10)
     assert acc.changed == 1
+
+
+async def _lock_waiters(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND datname = current_database()"
+    )
+
+
+async def test_a_prune_while_an_embedder_writes_the_chunks_it_removes(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    """An embedder has written a vector of a chunk (its row locked) and is about to count it
+    on its job, while an upload with ``prune`` deletes that chunk's file. The upload used to
+    take the job's row first and then wait for the chunk: the embedder then waited for the
+    job, PostgreSQL ended one of them as a deadlock, and the upload answered 500. It also
+    counted the chunk as pending, so the job lost an item the embedder still counted done.
+    Now the upload waits for the embedder, sees the chunk done, and the job adds up."""
+    from mnemo_core.code import ChunkStore
+    from mnemo_core.settings import Settings
+
+    first = await submit(pool, FILES)
+    idx = IndexWorker(pool, settings(), parser, worker_id="i-prune", once=True)
+    await asyncio.wait_for(idx.run(), 60)
+    chunk_ids = [
+        str(r["id"])
+        for r in await pool.fetch(
+            "SELECT id FROM code_chunks WHERE path = 'shop/cart.py' AND job_id = $1 "
+            "AND embedding_status = 'pending' ORDER BY id",
+            first.job_id,
+        )
+    ]
+    assert len(chunk_ids) > 1
+
+    embedder = await pool.acquire()
+    try:
+        tx = embedder.transaction()
+        await tx.start()
+        moved = await ChunkStore().store(
+            embedder, chunk_ids[:1], [np.full(384, 0.05, np.float32)], MODEL
+        )
+        assert len(moved.rows) == 1
+        kept = {p: c for p, c in FILES.items() if p != "shop/cart.py"}
+        upload = asyncio.ensure_future(submit(pool, kept, prune=True))  # no retry in here
+        for _ in range(200):
+            if await _lock_waiters(pool):
+                break
+            await asyncio.sleep(0.02)
+        assert await _lock_waiters(pool) == 1, "the upload waits for the embedder's chunk"
+        await jobs.progress(embedder, first.job_id, done=1, attempts=1)
+        await tx.commit()
+    finally:
+        await pool.release(embedder)
+    accepted = await asyncio.wait_for(upload, 30)
+    assert accepted.removed == 1
+
+    async def adds_up() -> tuple[dict, int]:
+        job = await job_of(pool, first.job_id)
+        pending = await pool.fetchval(
+            "SELECT count(*) FROM code_chunks WHERE job_id = $1 AND embedding_status = 'pending'",
+            first.job_id,
+        )
+        return job, pending
+
+    job, pending = await adds_up()
+    p = job["progress"]
+    assert p["done"] + p["failed"] + pending == p["total"], (p, pending)
+    emb = EmbedWorker(
+        pool, HashModel(384), Settings(embedding_model=MODEL), worker_id="e-p", once=True
+    )
+    await asyncio.wait_for(emb.run(), 60)
+    job, pending = await adds_up()
+    assert pending == 0 and job["status"] == "succeeded", job
+    assert job["progress"]["done"] + job["progress"]["failed"] == job["progress"]["total"]

@@ -134,6 +134,12 @@ async def _unavailable(req: Request, exc: Exception) -> JSONResponse:
     return problem(503, "the database is unavailable; retry shortly")
 
 
+async def _contended(req: Request, exc: Exception) -> JSONResponse:
+    # db.in_transaction already ran the transaction again: the rows are that busy.
+    log.warning("transaction_conflict_persisted", error=str(exc), path=req.url.path)
+    return problem(503, "conflicting concurrent writes to the same rows; retry shortly")
+
+
 async def _bad_value(_req: Request, exc: Exception) -> JSONResponse:
     return problem(422, f"invalid value: {exc}")
 
@@ -166,5 +172,7 @@ def install(app: FastAPI) -> None:
     # that the catch-all leaves in the server log.
     for cls in db.UNAVAILABLE_ERRORS:
         handlers[cls] = _unavailable  # type: ignore[index]
+    for cls in db.CONFLICT_ERRORS:
+        handlers[cls] = _contended  # type: ignore[index]
     for cls, handler in handlers.items():
         app.add_exception_handler(cls, handler)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,10 +97,17 @@ class IndexAccepted:
     removed: int
 
 
-async def _settle_pending(conn: asyncpg.Connection, per_job: Sequence[asyncpg.Record]) -> None:
-    """Items deleted while pending leave their jobs' totals (so those jobs can finish)."""
+def _add(leaving: Counter[uuid.UUID], per_job: Iterable[asyncpg.Record]) -> None:
     for r in per_job:
-        await jobs.progress(conn, r["job_id"], total=-r["n"])
+        leaving[r["job_id"]] += r["n"]
+
+
+async def _settle(conn: asyncpg.Connection, leaving: Counter[uuid.UUID]) -> None:
+    """Items deleted or superseded while pending leave their jobs' totals (so those jobs can
+    finish). Last, after the rows, and in job order: the workers lock the rows they write
+    before their jobs, and the other order deadlocked against an embedder."""
+    for job_id in sorted(leaving):
+        await jobs.progress(conn, job_id, total=-leaving[job_id])
 
 
 async def _store_and_queue(
@@ -158,6 +166,7 @@ async def index_files(
     await conn.execute(Q["lock_repository"], repository)
     await conn.execute(Q["upsert_repository"], repository, commit, None)
     existing = {r["path"]: r for r in await conn.fetch(Q["files_of_repository"], repository)}
+    leaving: Counter[uuid.UUID] = Counter()
     changed: list[SourceFile] = []
     for f in files:
         old = existing.get(f.path)
@@ -165,12 +174,12 @@ async def index_files(
             changed.append(f)
             if old is not None and old["status"] == "pending" and old["job_id"] is not None:
                 # Superseded: this file leaves the job that was going to parse it.
-                await jobs.progress(conn, old["job_id"], total=-1)
+                leaving[old["job_id"]] += 1
     unchanged = len(files) - len(changed)
-    removed: list[int] = []
+    removed: set[int] = set()
     if prune:
         keep = {f.path for f in files}
-        removed = [r["id"] for p, r in existing.items() if p not in keep]
+        removed = {r["id"] for p, r in existing.items() if p not in keep}
     job_id = await jobs.create(
         conn,
         INDEX_JOB,
@@ -193,29 +202,37 @@ async def index_files(
         },
     )
     if removed:
-        pending_files = [
-            r
-            for p, r in existing.items()
-            if r["id"] in set(removed) and r["status"] == "pending" and r["job_id"] is not None
-        ]
-        for r in pending_files:
-            await jobs.progress(conn, r["job_id"], total=-1)
-        await _settle_pending(conn, await conn.fetch(Q["pending_chunks_of_files"], removed))
-        await conn.fetch(Q["delete_files"], removed)
+        await _remove_files(conn, [r for r in existing.values() if r["id"] in removed], leaving)
     if changed:
         await _store_and_queue(conn, repository, changed, job_id)
     elif removed:
         await resolve.resolve_repository(conn, repository)
+    await _settle(conn, leaving)
     await conn.execute(Q["upsert_repository"], repository, commit, job_id)
     return IndexAccepted(job_id, len(files), len(changed), unchanged, len(removed))
 
 
+async def _remove_files(
+    conn: asyncpg.Connection, rows: list[asyncpg.Record], leaving: Counter[uuid.UUID]
+) -> None:
+    """Delete files (locked ``files_of_repository`` rows), noting in ``leaving`` what of
+    theirs was still pending: the files themselves and their chunks."""
+    for r in rows:
+        if r["status"] == "pending" and r["job_id"] is not None:
+            leaving[r["job_id"]] += 1
+    ids = [r["id"] for r in rows]
+    _add(leaving, await conn.fetch(Q["clear_file_rows"], ids))
+    await conn.fetch(Q["delete_files"], ids)
+
+
 async def delete_repository(conn: asyncpg.Connection, name: str) -> None:
     await conn.execute(Q["lock_repository"], name)
-    pending = await conn.fetch(Q["pending_items_of_repository"], name)
+    leaving: Counter[uuid.UUID] = Counter()
+    _add(leaving, await conn.fetch(Q["pending_files_of_repository"], name))
+    _add(leaving, await conn.fetch(Q["clear_repository_chunks"], name))
     if await conn.fetchval(Q["delete_repository"], name) is None:
         raise NotFound("repository", name)
-    await _settle_pending(conn, pending)
+    await _settle(conn, leaving)
 
 
 async def list_repositories(conn: asyncpg.Connection) -> list[dict[str, Any]]:

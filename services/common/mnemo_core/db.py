@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
+import tenacity
 from pgvector.asyncpg import register_vector
 
+from mnemo_core import logging as mlog
 from mnemo_core.errors import DatabaseUnavailable
+
+log = mlog.get(__name__)
+T = TypeVar("T")
 
 # Errors that mean "the database is not there right now" rather than "this query is wrong".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -30,6 +35,13 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     # ... and a connection killed mid-query by a server shutdown, on its way back to the
     # pool, as "another operation is in progress" (the pool then drops that connection).
     asyncpg.exceptions.InternalClientError,
+)
+
+# Errors PostgreSQL ends one of two conflicting transactions with (a deadlock, a
+# serialization failure): nothing was written, and the same transaction run again succeeds.
+CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
 )
 
 
@@ -82,7 +94,27 @@ async def connect(dsn: str, *, application_name: str) -> asyncpg.Connection:
     return conn
 
 
-@asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    async with pool.acquire() as conn, conn.transaction():
-        yield conn
+async def in_transaction(
+    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], *, attempts: int = 3
+) -> T:
+    """``work(conn)`` in a transaction, run again (up to ``attempts`` times in all, after a
+    few random milliseconds) when PostgreSQL ends it for a deadlock or a serialization
+    conflict with another one. ``work`` must do nothing outside the database that a second
+    run would repeat. The last conflict is raised as it is."""
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception_type(CONFLICT_ERRORS),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_random(0.005, 0.05),  # apart, so the two do not meet again
+        before_sleep=_log_conflict,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            async with pool.acquire() as conn, conn.transaction():
+                return await work(conn)
+    raise AssertionError("unreachable: tenacity either returns an attempt or raises")
+
+
+def _log_conflict(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.info("transaction_conflict", error=str(exc), attempt=state.attempt_number)

@@ -4,6 +4,7 @@ job progress and the acknowledgement in one transaction."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -349,34 +350,40 @@ class EmbedWorker(QueueWorker):
     async def _write(self, work: list[Work]) -> int:
         """Results, job progress and acknowledgements in one transaction. A message whose
         items the model refused writes the rest, then goes back (to retry those items) or,
-        out of attempts, to the dead-letter queue with only those items failed."""
-        written = 0
-        async with self.pool.acquire() as conn, conn.transaction():
+        out of attempts, to the dead-letter queue with only those items failed. A deadlock
+        with another writer (the API deleting these rows, say) runs it again."""
+        tally: collections.Counter[str] = collections.Counter()
+
+        async def write(conn: asyncpg.Connection) -> None:
+            tally.clear()  # counted again if the transaction is
             for w in work:
                 if w.dead is not None and not w.failed:  # the message as a whole
                     ids = list(w.parsed.ids) if w.parsed is not None else []
-                    await self._dead_letter(conn, w, dict.fromkeys(ids, w.dead))
+                    await self._dead_letter(conn, w, dict.fromkeys(ids, w.dead), tally)
                     continue
-                written += await self._store(conn, w)
+                await self._store(conn, w, tally)
                 if w.retry_s is not None:
                     await queue.release(conn, queue.EMBED, [w.msg.msg_id], w.retry_s)
                 elif w.dead is not None:
                     reasons = {i: f"{w.dead}; this item: {e}" for i, e in w.failed.items()}
-                    await self._dead_letter(conn, w, reasons)
+                    await self._dead_letter(conn, w, reasons, tally)
                 else:
                     await queue.delete(conn, queue.EMBED, [w.msg.msg_id])
-        return written
 
-    async def _store(self, conn: asyncpg.Connection, w: Work) -> int:
+        await db.in_transaction(self.pool, write)
+        self.count(processed=tally["processed"], failed=tally["failed"])
+        return tally["processed"]
+
+    async def _store(
+        self, conn: asyncpg.Connection, w: Work, tally: collections.Counter[str]
+    ) -> None:
         """Write a message's vectors and settle its skipped and cancelled items."""
         store = self.stores[w.parsed.kind]  # type: ignore[union-attr]
         attempts = w.msg.read_ct
-        written = 0
         if w.vectors:
             ids = list(w.vectors)
             moved = await store.store(conn, ids, [w.vectors[i] for i in ids], self.model.name)
-            written = len(moved.rows)
-            self.count(processed=written)
+            tally["processed"] += len(moved.rows)
             await _count(conn, moved, done=True, attempts=attempts)
         if w.skip:
             await _count(
@@ -387,10 +394,13 @@ class EmbedWorker(QueueWorker):
             )
         if w.cancel:
             await store.settle(conn, w.cancel, "cancelled", "job cancelled")
-        return written
 
     async def _dead_letter(
-        self, conn: asyncpg.Connection, w: Work, reasons: dict[str, str]
+        self,
+        conn: asyncpg.Connection,
+        w: Work,
+        reasons: dict[str, str],
+        tally: collections.Counter[str],
     ) -> None:
         """To ``embed_dlq`` with its error; the items in ``reasons`` (still pending) fail on
         their jobs with theirs."""
@@ -413,7 +423,7 @@ class EmbedWorker(QueueWorker):
             by_reason.setdefault(why[:1000], []).append(item_id)
         for why, ids in by_reason.items():
             moved = await store.settle(conn, ids, "failed", why)
-            self.count(failed=len(moved.rows))
+            tally["failed"] += len(moved.rows)
             for job_id, job_ids in moved.per_job().items():
                 await jobs.record_failures(conn, job_id, store.kind, job_ids, why, w.msg.read_ct)
                 await jobs.progress(

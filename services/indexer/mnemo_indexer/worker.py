@@ -10,6 +10,7 @@ import itertools
 import time
 import uuid
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import asyncpg
 import structlog
@@ -300,9 +301,10 @@ class IndexWorker(QueueWorker):
             for o in await conn.fetch(Q["old_chunk_vectors"], claimed)
             if o["embedding_model"] == model
         }
-        for p in await conn.fetch(Q["pending_chunks_of_files"], claimed):
-            await jobs.progress(conn, p["job_id"], total=-p["n"])  # old chunks leave old jobs
-        await conn.execute(Q["clear_file_rows"], claimed)
+        # Old chunks still waiting for an embedding leave their jobs: after the rows, in job
+        # order, as every writer locks them.
+        for p in sorted(await conn.fetch(Q["clear_file_rows"], claimed), key=itemgetter(0)):
+            await jobs.progress(conn, p["job_id"], total=-p["n"])
         chunks = ChunkColumns.concat(parsed[i].chunks for i in claimed)
         owners = [i for i in claimed for _ in range(parsed[i].n_chunks)]  # file of each chunk
         vecs = [reuse.get(h) for h in chunks.embed_hash]

@@ -18,7 +18,7 @@ from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
 from mnemo_core import graph as graphs
-from mnemo_core.db import transaction
+from mnemo_core.db import in_transaction
 from mnemo_core.errors import EmbedderUnavailable, InvalidInput
 
 router = APIRouter(prefix="/v1/code", tags=["code"])
@@ -284,10 +284,12 @@ async def _index(
             "body.archive" if archive else "body.files",
             nothing_to_index(skipped, archive=archive),
         )
-    async with transaction(st.pool) as conn:
-        acc = await code.index_files(
+    acc = await in_transaction(
+        st.pool,
+        lambda conn: code.index_files(
             conn, meta.repository, files, commit=meta.commit, prune=meta.prune
-        )
+        ),
+    )
     return {
         "job_id": str(acc.job_id),
         "repository": meta.repository,
@@ -419,6 +421,5 @@ async def repositories(st: AppState = Depends(state)) -> dict[str, Any]:
 @router.delete("/repositories/{name}", status_code=204)
 async def delete_repository(name: RepoInPath, st: AppState = Depends(state)) -> Response:
     """Remove a repository and everything of it."""
-    async with transaction(st.pool) as conn:
-        await code.delete_repository(conn, name)
+    await in_transaction(st.pool, lambda conn: code.delete_repository(conn, name))
     return Response(status_code=204)

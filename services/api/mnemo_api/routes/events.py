@@ -21,7 +21,7 @@ from mnemo_api.schemas import (
 )
 from mnemo_api.state import AppState, state
 from mnemo_core import events
-from mnemo_core.db import transaction
+from mnemo_core.db import in_transaction
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -195,6 +195,5 @@ async def patch_metadata(
 
 @router.delete("/{event_id}", status_code=204)
 async def delete_event(event_id: uuid.UUID, st: AppState = Depends(state)) -> Response:
-    async with transaction(st.pool) as conn:
-        await events.delete(conn, event_id)
+    await in_transaction(st.pool, lambda conn: events.delete(conn, event_id))
     return Response(status_code=204)

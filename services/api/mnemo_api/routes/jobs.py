@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, jobs
-from mnemo_core.db import transaction
+from mnemo_core.db import in_transaction
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -61,8 +61,9 @@ async def list_jobs(
 @router.post("/{job_id}/retry")
 async def retry_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Re-queue the failed items of a failed job (and the skipped ones of a cancelled job)."""
-    async with transaction(st.pool) as conn:
-        return await jobs.retry(conn, job_id, message_batch=st.settings.message_batch)
+    return await in_transaction(
+        st.pool, lambda conn: jobs.retry(conn, job_id, message_batch=st.settings.message_batch)
+    )
 
 
 @router.post("/{job_id}/cancel")

@@ -38,14 +38,19 @@ CROSS JOIN LATERAL (
 ) c
 ORDER BY r.name;
 
--- pending_items_of_repository --
--- Per job, the files and chunks of repository $1 still waiting for work (to settle on delete).
-SELECT job_id, count(*)::int AS n FROM (
-    SELECT job_id FROM code_files WHERE repository = $1 AND status = 'pending'
-    UNION ALL
-    SELECT job_id FROM code_chunks WHERE repository = $1 AND embedding_status = 'pending'
-) p
-WHERE job_id IS NOT NULL GROUP BY job_id;
+-- pending_files_of_repository --
+-- Per job, the files of repository $1 still waiting to be parsed (to settle on delete; the
+-- caller holds the repository's lock, so no indexer changes them meanwhile).
+SELECT job_id, count(*)::int AS n FROM code_files
+WHERE repository = $1 AND status = 'pending' AND job_id IS NOT NULL GROUP BY job_id;
+
+-- clear_repository_chunks --
+-- Delete repository $1's chunks; returns, per job, those that were still waiting for an
+-- embedding. What the deletion found is exact: an embedder writing one of them meanwhile
+-- is waited for, and a chunk it embedded counts as done, not as pending.
+WITH gone AS (DELETE FROM code_chunks WHERE repository = $1 RETURNING job_id, embedding_status)
+SELECT job_id, count(*)::int AS n FROM gone
+WHERE embedding_status = 'pending' AND job_id IS NOT NULL GROUP BY job_id;
 
 -- delete_repository --
 -- Remove repository $1 and everything of it (files, chunks and edges cascade).
@@ -70,12 +75,6 @@ ON CONFLICT (repository, path) DO UPDATE SET
     content_hash = EXCLUDED.content_hash, size_bytes = EXCLUDED.size_bytes, status = 'pending',
     error = NULL, job_id = EXCLUDED.job_id, updated_at = now()
 RETURNING id, path;
-
--- pending_chunks_of_files --
--- Per job, chunks of files $1 still waiting for an embedding (their jobs lose them on delete).
-SELECT job_id, count(*)::int AS n FROM code_chunks
-WHERE file_id = ANY($1::bigint[]) AND embedding_status = 'pending' AND job_id IS NOT NULL
-GROUP BY job_id;
 
 -- delete_files --
 -- Delete files $1 (chunks and edges cascade); returns their paths.
@@ -116,9 +115,14 @@ SELECT embed_hash, embedding, embedding_model FROM code_chunks
 WHERE file_id = ANY($1::bigint[]) AND embedding_status = 'done';
 
 -- clear_file_rows --
--- Drop files $1's chunks and edges before writing their new parse.
-WITH gone AS (DELETE FROM code_edges WHERE file_id = ANY($1::bigint[]))
-DELETE FROM code_chunks WHERE file_id = ANY($1::bigint[]);
+-- Drop files $1's chunks and edges (before writing their new parse, or deleting them);
+-- returns, per job, the chunks that were still waiting for an embedding (they leave their
+-- jobs). Exact for the same reason as clear_repository_chunks.
+WITH gone_edges AS (DELETE FROM code_edges WHERE file_id = ANY($1::bigint[])),
+     gone AS (DELETE FROM code_chunks WHERE file_id = ANY($1::bigint[])
+              RETURNING job_id, embedding_status)
+SELECT job_id, count(*)::int AS n FROM gone
+WHERE embedding_status = 'pending' AND job_id IS NOT NULL GROUP BY job_id;
 
 -- insert_chunks --
 -- Chunks from parallel arrays, one element a chunk: $1 file ids, $2 repositories, $3 paths,
