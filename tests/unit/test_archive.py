@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,8 @@ LIMITS = Limits(max_file_bytes=1000, max_expanded_bytes=100_000, max_entries=50)
 
 
 def tar_gz(entries: list[tuple[str, bytes | None, bytes]]) -> bytes:
-    """entries: (name, data or None, type) with type b'f' file, b'l' symlink, b'h' hardlink."""
+    """entries: (name, data or None, type) with type b'f' file, b'l' symlink, b'h' hardlink,
+    b'd' folder."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for name, data, kind in entries:
@@ -26,6 +29,9 @@ def tar_gz(entries: list[tuple[str, bytes | None, bytes]]) -> bytes:
                 tar.addfile(info)
             elif kind == b"h":
                 info.type, info.linkname = tarfile.LNKTYPE, "a.py"
+                tar.addfile(info)
+            elif kind == b"d":
+                info.type = tarfile.DIRTYPE
                 tar.addfile(info)
             else:
                 assert data is not None
@@ -115,6 +121,48 @@ def test_zip_traversal_and_symlink() -> None:
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(InvalidInput, match="links"):
         unpack(buf.getvalue(), LIMITS)
+
+
+def test_zip_folder_entries_as_zip_tools_write_them(tmp_path: Path) -> None:
+    """``zip -r``, ``git archive --format=zip`` and ``shutil.make_archive`` list every
+    folder as an entry ending in ``/``: nothing to read, and no reason to refuse the zip."""
+    src = tmp_path / "src"
+    (src / "pkg" / "sub").mkdir(parents=True)
+    (src / "pkg" / "__init__.py").write_text("x = 1\n")
+    (src / "pkg" / "sub" / "mod.py").write_text("y = 2\n")
+    made = shutil.make_archive(str(tmp_path / "out"), "zip", root_dir=src)
+    with zipfile.ZipFile(made) as zf:
+        assert "pkg/" in zf.namelist() and "pkg/sub/" in zf.namelist()
+    with open(made, "rb") as fh:
+        files, skipped = unpack(fh.read(), LIMITS)
+    assert sorted(f.path for f in files) == ["pkg/__init__.py", "pkg/sub/mod.py"]
+    assert skipped == []
+    # A folder entry is still checked: one leaving the repository refuses the archive.
+    with pytest.raises(InvalidInput, match="leaves the repository"):
+        unpack(zip_of({"../up/": b"", "a.py": b"x"}), LIMITS)
+
+
+def test_version_control_folders_are_skipped_as_one_entry_each() -> None:
+    """``tar czf … -C checkout .`` brings the checkout's .git: its files are not read, and
+    the answer lists the folder once, not its thousands of objects."""
+    data = tar_gz(
+        [
+            ("./", None, b"d"),
+            ("./.git/HEAD", b"ref: refs/heads/main\n", b"f"),
+            ("./.git/hooks/update.sample", b"#!/bin/sh\n", b"f"),
+            ("./.git/objects/ab/cdef", b"\x78\x01binary", b"f"),
+            ("./.gitignore", b"build/\n", b"f"),
+            ("./app.py", b"print(1)\n", b"f"),
+            ("./vendor/lib/.hg/store", b"x", b"f"),
+            ("./vendor/lib/code.py", b"y = 1\n", b"f"),
+        ]
+    )
+    files, skipped = unpack(data, LIMITS)
+    assert sorted(f.path for f in files) == [".gitignore", "app.py", "vendor/lib/code.py"]
+    assert {s.path: s.reason for s in skipped} == {
+        ".git/": "version-control metadata (3 files)",
+        "vendor/lib/.hg/": "version-control metadata (1 file)",
+    }
 
 
 def test_zip_bomb_stops_early() -> None:

@@ -1,7 +1,8 @@
 """Repository uploads as ``.tar.gz`` / ``.tgz`` / ``.tar`` or ``.zip``, unpacked in memory
 with every door closed: absolute paths, ``..``, links and special files refuse the whole
 archive; entry count and expanded size are bounded while decompressing (bombs stop early);
-binary, non-UTF-8 and oversized files are skipped and reported.
+binary, non-UTF-8 and oversized files are skipped and reported, and so is what is inside a
+version-control folder (``.git``, ``.hg``, ``.svn``: a checkout archived whole brings them).
 
 Paths are kept as they are in the archive: nothing is stripped unless asked. An archive
 made with a top folder (GitHub's, ``git archive --prefix=x/``, ``tar czf … -C ~/src x``)
@@ -33,6 +34,10 @@ class Limits:
 class Skipped:
     path: str
     reason: str
+
+
+# Folders of version-control metadata: never source, and a .git holds thousands of files.
+VCS_FOLDERS = frozenset({".git", ".hg", ".svn"})
 
 
 class TooLarge(InvalidInput):
@@ -104,6 +109,7 @@ class _Collector:
         self.skipped: list[Skipped] = []
         self.entries = 0
         self.paths: set[str] = set()
+        self.vcs: dict[str, int] = {}  # a version-control folder: its files, not read
 
     def entry(self, raw_name: str) -> str:
         """The entry's whole path, checked (every entry is, whatever is stripped after)."""
@@ -123,7 +129,8 @@ class _Collector:
         """The repository path to read an entry's file into, or None for an entry with
         nothing to read (a folder; a file skipped, with the reason). Links and special
         files refuse the whole archive."""
-        path = self.entry(raw_name)
+        # zip names its folders with a trailing slash (tar does not): checked without it.
+        path = self.entry(raw_name.rstrip("/") if is_dir else raw_name)
         if is_dir:
             return None
         if is_link:
@@ -131,10 +138,27 @@ class _Collector:
         if not is_file:
             raise InvalidInput(f"archive entry {raw_name!r}", "special files are not allowed")
         target = self.target(path)
+        if target is not None and self.in_vcs_folder(target):
+            return None
         if target is not None and size > self.limits.max_file_bytes:
             self.too_large(target)
             return None
         return target
+
+    def in_vcs_folder(self, path: str) -> bool:
+        parts = path.split("/")
+        for i, part in enumerate(parts[:-1]):
+            if part in VCS_FOLDERS:
+                folder = "/".join(parts[: i + 1]) + "/"
+                self.vcs[folder] = self.vcs.get(folder, 0) + 1
+                return True
+        return False
+
+    def finish(self) -> None:
+        """One skipped entry per version-control folder, not one per file in it."""
+        for folder, n in self.vcs.items():
+            files = "file" if n == 1 else "files"
+            self.skipped.append(Skipped(folder, f"version-control metadata ({n} {files})"))
 
     def too_large(self, path: str) -> None:
         self.skipped.append(Skipped(path, f"larger than {self.limits.max_file_bytes} bytes"))
@@ -182,7 +206,9 @@ def _tar(source: BinaryIO, gzipped: bool, limits: Limits, col: _Collector) -> No
                 f = tar.extractfile(member)
                 col.add(path, f.read() if f is not None else b"")
     except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-        raise InvalidInput("archive", f"not a readable tar archive: {exc}") from exc
+        raise InvalidInput(
+            "archive", f"not a readable archive (tar, tar.gz or zip): {exc}"
+        ) from exc
 
 
 def _zip(source: BinaryIO, limits: Limits, col: _Collector) -> None:
@@ -239,4 +265,5 @@ def unpack(
         _zip(stream, limits, col)
     else:
         _tar(stream, magic[:2] == b"\x1f\x8b", limits, col)
+    col.finish()
     return col.files, col.skipped
