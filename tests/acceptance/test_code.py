@@ -166,3 +166,29 @@ def test_indexer_prints_only_json_lines_naming_its_work(stack: dict, tmp_path: P
     assert {o.get("worker_id") for o in lines} == {started["worker_id"]}
     ours = [o for o in lines if o["event"] == "files_indexed" and o["job_id"] == job_id]
     assert ours and all(isinstance(o["msg_id"], int) for o in ours)
+
+
+def test_cli_names_stay_inside_their_path_segment(stack: dict, tmp_path: Path) -> None:
+    """A Ruby ``valid?`` reaches its symbol (the ``?`` used to start a query string and
+    the CLI asked for ``valid``), and a name with ``/`` or ``..`` in it reaches its own
+    route with a clear error, never another route (``code delete ../../events`` used to
+    send ``DELETE /v1/events``)."""
+    env = stack["env"]
+    (tmp_path / "user.rb").write_text(
+        "class User\n  def valid?\n    true\n  end\n\n  def save\n    valid?\n  end\nend\n"
+    )
+    out = mnemo(env, "--json", "index", str(tmp_path), "--repository", "rb", "--watch")
+    assert out.returncode == 0, out.stderr + out.stdout
+    out = mnemo(env, "--json", "code", "callers", "rb", "user.User.valid?")
+    assert out.returncode == 0, out.stderr
+    assert "user.User.save" in {c["qualified_name"] for c in json.loads(out.stdout)}
+    for argv in (
+        ["code", "delete", "../../events"],
+        ["jobs", "show", "../queues"],
+        ["code", "symbol", "rb", "x/../../../../repositories"],
+    ):
+        out = mnemo(env, *argv)
+        assert out.returncode != 0, (argv, out.stdout)
+        assert "Traceback" not in out.stderr + out.stdout, argv
+        assert "HTTP 422" in out.stderr or "HTTP 404" in out.stderr, (argv, out.stderr)
+    assert mnemo(env, "code", "delete", "rb").returncode == 0

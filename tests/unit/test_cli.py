@@ -91,3 +91,16 @@ def test_a_table_when_it_fits() -> None:
     lines = render(80, {"workers": [first]})
     assert lines[0].split() == ["id", "kind", "heartbeat", "processed", "failed", "batch"]
     assert lines[2].split() == [first["id"], "embedder", "2s", "ago", "1234567", "3", "64"]
+
+
+def test_the_default_url_follows_the_local_api_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnemo_cli.client import Client, seg
+
+    monkeypatch.delenv("MNEMO_URL", raising=False)
+    monkeypatch.delenv("MNEMO_API_PORT", raising=False)
+    assert Client().url == "http://127.0.0.1:8000"
+    monkeypatch.setenv("MNEMO_API_PORT", "8731")
+    assert Client().url == "http://127.0.0.1:8731"
+    monkeypatch.setenv("MNEMO_URL", "http://api:8000/")
+    assert Client().url == "http://api:8000"
+    assert seg("a/../b?c#d e") == "a%2F..%2Fb%3Fc%23d%20e"

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 
+def seg(value: object) -> str:
+    """A value as one path segment: ``/``, ``?``, ``#`` and ``..`` stay inside it (a Ruby
+    ``valid?`` or a name with a slash reaches its route, never another)."""
+    return quote(str(value), safe="")
+
+
+def default_url() -> str:
+    """MNEMO_URL, else the local API of ``make run`` on MNEMO_API_PORT (default 8000)."""
+    port = os.environ.get("MNEMO_API_PORT") or "8000"
+    return os.environ.get("MNEMO_URL") or f"http://127.0.0.1:{port}"
+
+
 class ApiError(Exception):
+    """An answer of the API (``status``), or no answer at all (``status`` 0)."""
+
     def __init__(self, status: int, detail: str) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
+        super().__init__(f"HTTP {status}: {detail}" if status else detail)
         self.status = status
         self.detail = detail
 
 
 class Client:
     def __init__(self, url: str | None = None, api_key: str | None = None, timeout: float = 30.0):
-        self.url = (url or os.environ.get("MNEMO_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.url = (url or default_url()).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("MNEMO_API_KEY", "")
         headers = {"X-API-Key": key} if key else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)

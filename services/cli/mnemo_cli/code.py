@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mnemo_cli.client import ApiError, Client
+from mnemo_cli.client import ApiError, Client, seg
 
 console = Console()
 err = Console(stderr=True)
@@ -141,7 +141,7 @@ def tarball(files: list[tuple[str, bytes]]) -> bytes:
 
 
 def watch_index_job(c: Client, job_id: str, *, quiet: bool) -> dict[str, Any]:
-    job = c.get(f"/v1/jobs/{job_id}")
+    job = c.get(f"/v1/jobs/{seg(job_id)}")
     with Progress(
         TextColumn("[bold]{task.description:<16}"),
         BarColumn(),
@@ -160,7 +160,7 @@ def watch_index_job(c: Client, job_id: str, *, quiet: bool) -> dict[str, Any]:
             if job["status"] in FINISHED:
                 break
             time.sleep(0.5)
-            job = c.get(f"/v1/jobs/{job_id}")
+            job = c.get(f"/v1/jobs/{seg(job_id)}")
     return job
 
 
@@ -254,7 +254,7 @@ def _symbol_rows(title: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def cmd_symbol(args: argparse.Namespace, c: Client) -> int:
-    data = c.get(f"/v1/code/graph/{args.repository}/symbols/{args.qualified_name}")
+    data = c.get(f"/v1/code/graph/{seg(args.repository)}/symbols/{seg(args.qualified_name)}")
     if args.json:
         _print_json(data if args.which == "symbol" else data[args.which])
         return 0
@@ -267,7 +267,8 @@ def cmd_symbol(args: argparse.Namespace, c: Client) -> int:
 
 def cmd_path(args: argparse.Namespace, c: Client) -> int:
     data = c.get(
-        f"/v1/code/graph/{args.repository}/path", params={"from": args.source, "to": args.target}
+        f"/v1/code/graph/{seg(args.repository)}/path",
+        params={"from": args.source, "to": args.target},
     )
     if args.json:
         _print_json(data)
@@ -301,7 +302,7 @@ def cmd_repos(args: argparse.Namespace, c: Client) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, c: Client) -> int:
-    c.request("DELETE", f"/v1/code/repositories/{args.repository}")
+    c.request("DELETE", f"/v1/code/repositories/{seg(args.repository)}")
     console.print(f"deleted {args.repository}")
     return 0
 

@@ -1,7 +1,7 @@
 """``mnemo``: run MnemoLite locally and talk to it.
 
-Human output by default, ``--json`` for scripts. Talks HTTP to MNEMO_URL
-(default http://127.0.0.1:8000) with MNEMO_API_KEY."""
+Human output by default, ``--json`` for scripts. Talks HTTP to MNEMO_URL (default
+http://127.0.0.1:8000, or the port in MNEMO_API_PORT) with MNEMO_API_KEY."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnemo_cli import code, ops
-from mnemo_cli.client import ApiError, Client
+from mnemo_cli.client import ApiError, Client, seg
 
 FINISHED = ("succeeded", "failed", "cancelled")
 console = Console()
@@ -89,7 +89,7 @@ def _show_job(j: dict[str, Any]) -> None:
 
 
 def cmd_jobs_show(args: argparse.Namespace, c: Client) -> int:
-    job = c.get(f"/v1/jobs/{args.id}")
+    job = c.get(f"/v1/jobs/{seg(args.id)}")
     if args.watch and job["status"] not in FINISHED:
         job = _watch_job(c, args.id, job, quiet=args.json)
     _print(args, job, _show_job)
@@ -111,7 +111,7 @@ def _watch_job(c: Client, job_id: str, job: dict[str, Any], *, quiet: bool) -> d
         )
         while job["status"] not in FINISHED:
             time.sleep(0.5)
-            job = c.get(f"/v1/jobs/{job_id}")
+            job = c.get(f"/v1/jobs/{seg(job_id)}")
             p = job["progress"]
             bar.update(
                 task,

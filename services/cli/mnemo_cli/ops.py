@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mnemo_cli.client import ApiError, Client
+from mnemo_cli.client import ApiError, Client, seg
 
 console = Console()
 err = Console(stderr=True)
@@ -51,13 +51,13 @@ def _letters_table(d: dict[str, Any]) -> None:
 
 def cmd_dlq_list(args: argparse.Namespace, c: Client) -> int:
     params = {"limit": args.limit, "after": args.after}
-    _print(args, c.get(f"/v1/dlq/{args.queue}", params=params), _letters_table)
+    _print(args, c.get(f"/v1/dlq/{seg(args.queue)}", params=params), _letters_table)
     return 0
 
 
 def cmd_dlq_replay(args: argparse.Namespace, c: Client) -> int:
     body = {"ids": args.id} if args.id else None
-    data = c.post(f"/v1/dlq/{args.queue}/replay", json=body)
+    data = c.post(f"/v1/dlq/{seg(args.queue)}/replay", json=body)
 
     def human(d: dict[str, Any]) -> None:
         console.print(
