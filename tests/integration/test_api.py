@@ -15,7 +15,7 @@ from mnemo_api.app import create_app
 from mnemo_core.settings import Settings
 from mnemo_embedder.model import HashModel
 from mnemo_embedder.worker import EmbedWorker
-from tests.helpers import wait_for
+from tests.helpers import DIM, wait_for
 
 MODEL = "hash-384"
 
@@ -122,6 +122,22 @@ async def test_batch(api: httpx.AsyncClient, dsn: str) -> None:
         ("/v1/search", {"q": "x", "vector": [1.0]}, "body"),
         ("/v1/search", {"vector": [1.0, 2.0]}, "body.vector"),
         ("/v1/search", {"q": "x", "limit": 0}, "body.limit"),
+        # Times whose UTC date is outside years 1-9999 (the driver's own error used to be
+        # the answer, naming a query argument).
+        ("/v1/events", {"content": {}, "timestamp": "0001-01-01T00:00:00+14:00"}, "body.timestamp"),
+        (
+            "/v1/events/batch",
+            {"events": [{"content": {}, "timestamp": "9999-12-31T23:59:59-14:00"}]},
+            "body.events.0.timestamp",
+        ),
+        ("/v1/search", {"q": "x", "ts_start": "0001-01-01T00:00:00+01:00"}, "body.ts_start"),
+        # Vectors pgvector cannot compare by cosine: all zeros (every score was null), and
+        # values or lengths beyond 32-bit floats.
+        ("/v1/events", {"content": {}, "embedding": [0.0] * DIM}, "body.embedding"),
+        ("/v1/events", {"content": {}, "embedding": [1e-45] * DIM}, "body.embedding"),
+        ("/v1/events", {"content": {}, "embedding": [1e300] * DIM}, "body.embedding"),
+        ("/v1/search", {"vector": [0.0] * DIM}, "body.vector"),
+        ("/v1/search", {"vector": [1e20] * DIM}, "body.vector"),
     ],
 )
 async def test_bad_input_names_the_field(

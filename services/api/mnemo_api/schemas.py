@@ -7,6 +7,7 @@ import json
 import math
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -62,20 +63,44 @@ def _safe(text: str) -> str:
 SafeStr = Annotated[str, AfterValidator(_safe)]
 
 
-def _finite(v: list[float]) -> list[float]:
+# pgvector keeps 32-bit floats and sums a cosine's squares in them.
+_F32 = np.finfo(np.float32)
+
+
+def _usable(v: list[float]) -> list[float]:
     if not all(math.isfinite(x) for x in v):
         raise ValueError("values must be finite numbers")
+    if not v:
+        return v  # the dimension check names this
+    with np.errstate(over="ignore", under="ignore"):
+        a = np.asarray(v, dtype=np.float32)
+        squares = float(np.dot(a, a))
+    if not math.isfinite(squares):
+        raise ValueError(
+            f"too large for 32-bit floats (values up to ±{_F32.max:.3g}, and a squared "
+            "length that fits): scale it down"
+        )
+    if squares < _F32.tiny:
+        raise ValueError("has no length (all zeros, or nearly): cosine similarity is undefined")
     return v
 
 
-# A vector pgvector can store: no NaN, no infinity (1e999 parses as one).
-FiniteVector = Annotated[list[float], AfterValidator(_finite)]
+# A vector pgvector can store and compare by cosine: no NaN, no infinity (1e999 parses as
+# one), nothing that overflows 32-bit floats, not all zeros.
+FiniteVector = Annotated[list[float], AfterValidator(_usable)]
 
 
 def _aware(ts: dt.datetime | None) -> dt.datetime | None:
-    """Naive timestamps are taken as UTC."""
-    if ts is not None and ts.tzinfo is None:
+    """Naive timestamps are taken as UTC; a time whose UTC date is outside years 1-9999
+    (0001-01-01T00:00:00+14:00, say) is refused here rather than by the database driver."""
+    if ts is None:
+        return None
+    if ts.tzinfo is None:
         return ts.replace(tzinfo=dt.UTC)
+    try:
+        ts.astimezone(dt.UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range once in UTC (years 1 to 9999)") from exc
     return ts
 
 
