@@ -124,6 +124,21 @@ async def test_metrics_follow_the_system(api: httpx.AsyncClient, dsn: str) -> No
     )
     assert value(m, "mnemo_http_request_duration_seconds_count", method="GET", route=route) == 2
     assert not [k for k in m if k[0] == "mnemo_http_requests_total" and job_id in str(k)]
+    # The single-event fast path and Starlette's own routes are labelled by their paths too;
+    # "unrouted" is only for what matched nothing.
+    assert (await api.post("/v1/events", json={"content": {"text": "fast"}})).status_code == 202
+    assert (await api.post("/v1/events", json={"content": "slow"})).status_code == 422
+    assert (await api.get("/openapi.json")).status_code == 200
+    assert (await api.get(f"/v1/nothing/{job_id}")).status_code == 404
+    m = await scrape(api)
+    for status, n in (("202", 1), ("422", 1)):
+        assert (
+            value(m, "mnemo_http_requests_total", method="POST", route="/v1/events", status=status)
+            == n
+        )
+    assert value(m, "mnemo_http_requests_total", method="GET", route="/openapi.json", status="200")
+    assert value(m, "mnemo_http_requests_total", method="GET", route="unrouted", status="404") == 1
+    assert not [k for k in m if k[0] == "mnemo_http_requests_total" and job_id in str(k)]
 
 
 async def test_keys_guard_data_but_not_the_page_shell(dsn: str) -> None:

@@ -363,10 +363,16 @@ class RequestMetrics:
 
     @staticmethod
     def _template(scope: Scope) -> str:
-        # The router leaves the matched route in the scope. A request refused before routing
-        # (401, 413) or matching nothing (404) gets a fixed label: the raw path never is one.
+        # FastAPI's routes leave themselves in the scope. Starlette's (/docs, /openapi.json)
+        # leave only their endpoint: with no path parameters their path is their template.
+        # A request refused before routing (401, 413) or matching nothing (404) gets a
+        # fixed label: a raw path with parameters in it never is one.
         path = getattr(scope.get("route"), "path", None)
-        return path if isinstance(path, str) else "unrouted"
+        if isinstance(path, str):
+            return path
+        if scope.get("endpoint") is not None and not scope.get("path_params"):
+            return str(scope.get("path", "unrouted"))
+        return "unrouted"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
