@@ -133,6 +133,27 @@ async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> No
     assert r.json()["path"] is None
     assert (await api.get("/v1/code/graph/shop/symbols/no.such")).status_code == 404
     assert (await api.get("/v1/code/graph/nope/symbols/x")).status_code == 404
+    # A walk or a path from (or to) a name nothing defines is a 404 naming it, as for the
+    # symbol itself, not an empty answer that looks like "no callers".
+    r = await api.post("/v1/code/graph/traverse", json={"repository": "shop", "start": "no.such"})
+    assert r.status_code == 404 and "no.such" in r.json()["detail"], r.text
+    for src, dst in (("no.such", "shop.pricing.total"), ("shop.pricing.total", "no.such")):
+        r = await api.get("/v1/code/graph/shop/path", params={"from": src, "to": dst})
+        assert r.status_code == 404 and "no.such" in r.json()["detail"], r.text
+    # Search filters that could match nothing are refused, naming what could.
+    for params, status, field in (
+        ({"language": "cobol"}, 422, "query.language"),
+        ({"kind": "banana"}, 422, "query.kind"),
+        ({"repository": "nope"}, 404, None),
+    ):
+        r = await api.get("/v1/code/search", params={"q": "total", **params})
+        assert r.status_code == status, (params, r.text)
+        if field:
+            assert r.json()["detail"].startswith(field) and "one of" in r.json()["detail"]
+    r = await api.post("/v1/code/search", json={"q": "total", "language": "Python"})
+    assert r.status_code == 200 and r.json()["results"], r.text  # any case
+    r = await api.get("/v1/jobs", params={"kind": "bogus"})
+    assert r.status_code == 422 and "query.kind" in r.json()["detail"], r.text
 
     repos = (await api.get("/v1/code/repositories")).json()["repositories"]
     assert repos[0]["name"] == "shop" and repos[0]["files"] == 6

@@ -69,6 +69,24 @@ def test_the_api_accepts_exactly_the_languages_the_indexer_parses() -> None:
     assert LANGUAGES == SUPPORTED_LANGUAGES
 
 
+def test_the_api_filters_on_exactly_the_kinds_the_chunker_makes() -> None:
+    from mnemo_core.code import CHUNK_KINDS
+    from mnemo_indexer.chunking import model
+
+    assert CHUNK_KINDS == model.CHUNK_KINDS
+
+
+def test_the_jobs_filter_knows_every_kind_of_job() -> None:
+    import inspect
+    import typing
+
+    from mnemo_api.routes.jobs import Kind
+    from mnemo_core import code, events
+
+    made = {code.INDEX_JOB, inspect.signature(events.ingest).parameters["job_kind"].default}
+    assert set(typing.get_args(Kind)) == made
+
+
 def test_a_files_edges_are_unique_as_the_edges_table_requires() -> None:
     """insert_edges has no ON CONFLICT: edge_rows must never repeat (source, relationship,
     external) within a file, however often a call is repeated or an import duplicated."""

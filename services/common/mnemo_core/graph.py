@@ -67,6 +67,16 @@ async def symbol(
     }
 
 
+async def _check_known(conn: asyncpg.Connection, repository: str, *names: str) -> None:
+    """NotFound for an unknown repository, or for the first of ``names`` it does not define
+    (a walk from a name nothing defines finds nothing: a typo, said as such)."""
+    if not await conn.fetchval(Q["repository_exists"], repository):
+        raise NotFound("repository", repository)
+    missing = await conn.fetch(Q["symbols_missing"], repository, list(names))
+    if missing:
+        raise NotFound("symbol", missing[0]["name"])
+
+
 async def traverse(
     conn: asyncpg.Connection,
     repository: str,
@@ -78,8 +88,7 @@ async def traverse(
 ) -> dict[str, Any]:
     """Every node reachable from ``start`` within ``max_depth`` hops, with its depth and the
     edges walked (``from`` -> ``to`` always in the edge's own direction)."""
-    if not await conn.fetchval(Q["repository_exists"], repository):
-        raise NotFound("repository", repository)
+    await _check_known(conn, repository, start)
     depth_of: dict[str, int] = {start: 0}
     edges: list[dict[str, Any]] = []
     frontier = [start]
@@ -133,9 +142,9 @@ async def traverse(
 async def call_path(
     conn: asyncpg.Connection, repository: str, source: str, target: str, *, max_depth: int
 ) -> list[dict[str, Any]] | None:
-    """The shortest chain of resolved calls from ``source`` to ``target``, or None."""
-    if not await conn.fetchval(Q["repository_exists"], repository):
-        raise NotFound("repository", repository)
+    """The shortest chain of resolved calls from ``source`` to ``target``, or None (no chain
+    of at most ``max_depth`` calls)."""
+    await _check_known(conn, repository, source, target)
     parent: dict[str, str | None] = {source: None}
     frontier = [source]
     for _ in range(max_depth):

@@ -19,7 +19,8 @@ from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
 from mnemo_core import graph as graphs
 from mnemo_core.db import in_transaction
-from mnemo_core.errors import EmbedderUnavailable, InvalidInput
+from mnemo_core.errors import EmbedderUnavailable, InvalidInput, NotFound
+from mnemo_core.queries import Q
 
 router = APIRouter(prefix="/v1/code", tags=["code"])
 
@@ -78,6 +79,16 @@ class ArchiveForm(BaseModel):
     )
 
 
+def _one_of(value: str | None, known: frozenset[str], what: str) -> str | None:
+    """A filter value, lowercased, if it can match anything; else a ValueError listing
+    what can (a typo would otherwise be an empty answer)."""
+    if value is None:
+        return None
+    if value.lower() not in known:
+        raise ValueError(f"unknown {what} {value!r}; one of {', '.join(sorted(known))}")
+    return value.lower()
+
+
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     q: SafeStr = Field(min_length=1, max_length=2000)
@@ -87,6 +98,16 @@ class SearchIn(BaseModel):
     path_prefix: SafeStr | None = Field(default=None, max_length=1024)
     mode: Literal["hybrid", "lexical", "vector"] = "hybrid"
     limit: int = Field(default=10, ge=1, le=100)
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        return _one_of(v, code.LANGUAGES, "language")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str | None) -> str | None:
+        return _one_of(v, code.CHUNK_KINDS, "kind")
 
 
 class TraverseIn(BaseModel):
@@ -305,6 +326,10 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
     started = time.perf_counter()
     filters = codesearch.Filters(body.repository, body.language, body.kind, body.path_prefix)
     n = max(body.limit * 4, 50)
+    if body.repository is not None:
+        async with st.pool.acquire() as conn:
+            if not await conn.fetchval(Q["repository_exists"], body.repository):
+                raise NotFound("repository", body.repository)
     notes: list[str] = []
     lex: list[tuple[int, float]] = []
     vec: list[tuple[int, float]] = []

@@ -5,11 +5,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, jobs
 from mnemo_core.db import in_transaction
@@ -17,6 +16,8 @@ from mnemo_core.db import in_transaction
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# What makes jobs: events to embed (mnemo_core.events) and uploads to index (code.INDEX_JOB).
+Kind = Literal["embed_events", "index_repository"]
 
 
 def _cursor(created: dt.datetime, ident: uuid.UUID) -> str:
@@ -45,7 +46,7 @@ async def get_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str,
 async def list_jobs(
     st: AppState = Depends(state),
     status: Status | None = None,
-    kind: Annotated[SafeStr | None, Query(max_length=64)] = None,
+    kind: Kind | None = None,
     limit: int = Query(default=20, ge=1, le=200),
     cursor: str | None = Query(default=None, max_length=200),
 ) -> dict[str, Any]:

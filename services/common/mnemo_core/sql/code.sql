@@ -17,6 +17,12 @@ SELECT pg_advisory_xact_lock(hashtextextended('mnemo-repo:' || $1, 0));
 -- Does repository $1 exist?
 SELECT EXISTS (SELECT 1 FROM code_repositories WHERE name = $1);
 
+-- symbols_missing --
+-- Those of names $2 that no chunk of repository $1 defines, in the order given.
+SELECT n.name FROM unnest($2::text[]) WITH ORDINALITY AS n(name, i)
+WHERE NOT EXISTS (SELECT 1 FROM code_chunks c WHERE c.repository = $1 AND c.qualified_name = n.name)
+ORDER BY n.i;
+
 -- list_repositories --
 -- Every repository with its counts, languages and embedding coverage.
 SELECT r.name, r.created_at, r.last_indexed_at, r.last_commit, r.last_job_id,
