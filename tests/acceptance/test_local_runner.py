@@ -120,13 +120,13 @@ def test_up_serves_supervises_stops_and_keeps_data(tmp_path: Path) -> None:
     assert code == 0, up.log()[-3000:]
     assert not port_in_use(api_port) and not port_in_use(db_port)
 
-    # In JSON mode every line is a JSON object: the runner's own events, PostgreSQL's
-    # set-up (and the warnings of the libraries it imports), and each child's lines,
-    # tagged with the process that printed them.
+    # In JSON mode every line is a JSON object tagged with the process that printed it:
+    # the runner's own events and PostgreSQL's set-up ("up"), and each child's lines.
     lines = json_objects(up.log())
-    ours = {o["event"] for o in lines if "process" not in o}
+    assert all("process" in o for o in lines), [o for o in lines if "process" not in o][:3]
+    ours = {o["event"] for o in lines if o["process"] == "up"}
     assert {"mnemo_up", "child_exited", "stopping_children", "postgres_stopped"} <= ours
-    assert {o["process"] for o in lines if "process" in o} >= {"api", "embedder-1", "indexer-1"}
+    assert {o["process"] for o in lines} >= {"up", "api", "embedder-1", "indexer-1"}
     assert all(o.get("service") for o in lines if o.get("event") != "child_output")
 
     again = start_up(tmp_path, api_port, db_port, "up-2")

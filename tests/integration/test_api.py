@@ -56,6 +56,9 @@ async def test_health_and_ready(api: httpx.AsyncClient) -> None:
     r = await api.get("/ready")
     assert r.status_code == 200 and r.json()["status"] == "ready"
     assert (await api.get("/openapi.json")).status_code == 200
+    # Monitors that probe with HEAD get the same status.
+    assert (await api.head("/health")).status_code == 200
+    assert (await api.head("/ready")).status_code == 200
 
 
 async def test_event_lifecycle(api: httpx.AsyncClient, dsn: str) -> None:

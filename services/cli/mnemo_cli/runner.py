@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
+import structlog
+
 from mnemo_core import logging as mlog
 from mnemo_core import service
 from mnemo_core.errors import MnemoError
@@ -257,6 +259,8 @@ def preflight(settings: Settings) -> str | None:
 
 
 def up(settings: Settings) -> int:
+    # Our own lines (and PostgreSQL's set-up) are tagged like the children's.
+    structlog.contextvars.bind_contextvars(process="up")
     problem = preflight(settings)
     if problem:
         log.error("api_port_in_use", port=settings.api_port, error=problem)

@@ -15,12 +15,14 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
+@router.head("/health", include_in_schema=False)  # monitors that probe with HEAD
 async def health() -> dict[str, str]:
     """The process is up."""
     return {"status": "ok"}
 
 
 @router.get("/ready")
+@router.head("/ready", include_in_schema=False)
 async def ready(st: AppState = Depends(state)) -> JSONResponse:
     """The database answers and every migration is applied."""
     try:
