@@ -342,3 +342,24 @@ def test_worker_main_exits_with_its_code_and_logs_a_failure(
         assert "worker_failed" in logged and "no parser" in logged
     else:
         assert "worker_failed" not in logged
+
+
+def test_uvicorns_copy_of_a_500s_traceback_is_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    """The API logs a 500 once (unhandled_error, with its request id), not twice."""
+    import logging
+
+    from mnemo_api.main import LoggedAlready
+
+    logger = logging.getLogger("uvicorn.error.test")
+    logger.addFilter(LoggedAlready())
+    with caplog.at_level(logging.INFO):
+        try:
+            raise RuntimeError("a bug")
+        except RuntimeError:
+            logger.exception("Exception in ASGI application\n")
+        logger.error("Exception in callback")
+        logger.info("Started server process")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Exception in callback",
+        "Started server process",
+    ]

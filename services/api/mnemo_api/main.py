@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import logging
 import signal
 import sys
 
@@ -37,6 +38,15 @@ def insecure_bind_error(settings: Settings) -> str | None:
         f"refusing to listen on {settings.api_host} without API keys: set MNEMO_API_KEYS, "
         "or MNEMO_ALLOW_INSECURE=1 if something else guards this port"
     )
+
+
+class LoggedAlready(logging.Filter):
+    """Drops uvicorn's "Exception in ASGI application": Starlette re-raises a 500's exception
+    after ``errors._unexpected`` answered it and logged its traceback with the request id,
+    so uvicorn's line would be the same traceback a second time."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage().strip() != "Exception in ASGI application"
 
 
 def migrate_or_stop(settings: Settings) -> bool:
@@ -82,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     except DatabaseUnavailable as exc:
         log.error("database_unavailable_at_start", error=str(exc))
         sys.exit(1)
+    logging.getLogger("uvicorn.error").addFilter(LoggedAlready())
     uvicorn.run(
         create_app(settings, run_migrations=False),
         host=settings.api_host,
