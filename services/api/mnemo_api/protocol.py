@@ -12,7 +12,9 @@ HTTP layer, below any ASGI code, where no middleware or exception handler can ac
   has no such bound (its h11 protocol has ``h11_max_incomplete_event_size``): the parser
   buffers a header, and uvicorn the URL, until they end, so one client sending an endless
   header grew the API by the megabytes it sent (200 MB in a test). Past the bound the
-  connection gets a JSON ``431`` and is closed.
+  connection gets a JSON ``431`` and is closed: while the head is still arriving (counted
+  per chunk read), and when it is complete (its size from the parsed line and headers: one
+  chunk read can hold a whole head over the bound, and did, up to ~190 KiB).
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ UNREADABLE = f"invalid HTTP request: the server could not parse it {_HINT}"
 HEAD_TOO_LARGE = f"request line and headers over {MAX_HEAD_BYTES:,} bytes {_HINT}"
 
 
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing; uvicorn then calls send_400_response."""
+
+
 class JsonErrorsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, answering an unparseable request with a JSON 400 and
     an oversized request head with a JSON 431."""
 
     _in_head = True  # reading a request line and headers (a connection starts with one)
     _head_bytes = 0
+    _head_over = False  # a complete head over the bound: the parser was stopped for it
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
@@ -50,6 +57,11 @@ class JsonErrorsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        # The head as sent, less a little whitespace: method, URL, version, each header.
+        size = len(self.url) + 20 + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > MAX_HEAD_BYTES:
+            self._head_over = True
+            raise _HeadTooLarge  # before uvicorn starts the request's cycle
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -58,7 +70,11 @@ class JsonErrorsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, "Bad Request", UNREADABLE)
+        if self._head_over:
+            self.logger.warning("Request head over %s bytes.", MAX_HEAD_BYTES)
+            self._refuse(431, "Request Header Fields Too Large", HEAD_TOO_LARGE)
+        else:
+            self._refuse(400, "Bad Request", UNREADABLE)
 
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         body = json.dumps({"detail": detail}).encode()
