@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 
 import pytest
 from rich.console import Console
@@ -104,3 +105,54 @@ def test_the_default_url_follows_the_local_api_port(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MNEMO_URL", "http://api:8000/")
     assert Client().url == "http://api:8000"
     assert seg("a/../b?c#d e") == "a%2F..%2Fb%3Fc%23d%20e"
+
+
+def test_a_worker_that_stopped_is_not_called_dead() -> None:
+    stopped = dict(WORKERS["workers"][1], stopped_at="2026-12-01T09:00:01+00:00")
+    text = "\n".join(render(120, {"workers": [stopped]}))
+    assert "stopped" in text and "dead" not in text
+    assert "dead" in "\n".join(render(120, {"workers": [WORKERS["workers"][1]]}))
+
+
+def test_dead_letter_ids_and_times_are_never_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mnemo_cli import ops
+
+    out = Console(file=io.StringIO(), width=80, color_system=None)
+    monkeypatch.setattr(ops, "console", out)
+    letter = {
+        "id": 12,
+        "dead_lettered_at": "2026-12-06T12:48:18.616891+00:00",
+        "job_id": JOB,
+        "kind": "chunk",
+        "items": 3,
+        "attempts": 5,
+        "error": "delivered 5 times without success; the model refused the text " * 2,
+    }
+    ops._letters_table({"queue": "embed_dlq", "messages": [letter]})
+    text = out.file.getvalue()  # type: ignore[attr-defined]
+    assert JOB in text and letter["dead_lettered_at"] in text and "…" not in text
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from mnemo_cli.main import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def test_errors_are_json_with_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing listens on port 1: the error is the CLI's own, as JSON for scripts, and
+    without a made-up status for human eyes."""
+    code, out, err = run_cli(["--url", "http://127.0.0.1:1", "--json", "jobs", "list"], capsys)
+    assert code == 1 and out == ""
+    body = json.loads(err)
+    assert body["status"] is None and "cannot reach http://127.0.0.1:1" in body["error"]
+    code, _, err = run_cli(["--url", "http://127.0.0.1:1", "jobs", "list"], capsys)
+    assert code == 1 and "cannot reach" in err and "HTTP 0" not in err
+
+
+def test_an_empty_event_is_refused_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["--url", "http://127.0.0.1:1", "events", "add", "  "], capsys)
+    assert code == 2 and "text is empty" in err and "cannot reach" not in err

@@ -17,7 +17,9 @@ from rich.table import Table
 
 from mnemo_cli.client import ApiError, Client, seg
 
-console = Console()
+# soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
+# ids and all); tables still fit the width.
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 FINISHED = ("succeeded", "failed", "cancelled")
 

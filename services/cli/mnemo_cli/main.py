@@ -24,7 +24,9 @@ from mnemo_cli import code, ops
 from mnemo_cli.client import ApiError, Client, seg
 
 FINISHED = ("succeeded", "failed", "cancelled")
-console = Console()
+# soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
+# ids and all); tables still fit the width.
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
@@ -61,6 +63,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_events_add(args: argparse.Namespace, c: Client) -> int:
+    if not args.text.strip():
+        err.print("mnemo: nothing to add: the event's text is empty", style="red")
+        return 2
     body = {"content": {"text": args.text}, "metadata": _meta(args.meta or [])}
     data = c.post("/v1/events", json=body)
     _print(
@@ -133,6 +138,8 @@ def cmd_jobs_list(args: argparse.Namespace, c: Client) -> int:
     def human(d: dict[str, Any]) -> None:
         for j in d["jobs"]:
             console.print(_job_line(j))
+        if not d["jobs"]:
+            console.print("no jobs")
 
     _print(args, data, human)
     return 0
@@ -206,6 +213,11 @@ def _age(iso: str | None, now: dt.datetime) -> str:
     return f"{s:.0f}s ago"
 
 
+def _gone(w: dict[str, Any]) -> str:
+    """A worker that is not alive: it said it stopped, or it went silent (dead)."""
+    return "stopped" if w.get("stopped_at") else "dead"
+
+
 def workers_table(d: dict[str, Any], now: dt.datetime | None = None) -> Table:
     now = now or dt.datetime.now(dt.UTC)
     t = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
@@ -218,7 +230,7 @@ def workers_table(d: dict[str, Any], now: dt.datetime | None = None) -> Table:
         t.add_row(
             w["id"],
             w["kind"],
-            f"[green]{age}[/]" if w["alive"] else f"[red]{age}, dead[/]",
+            f"[green]{age}[/]" if w["alive"] else f"[red]{age}, {_gone(w)}[/]",
             str(w["processed"]),
             str(w["failed"]),
             str(w["batch_size"]),
@@ -237,7 +249,7 @@ def print_workers(d: dict[str, Any], out: Console, now: dt.datetime | None = Non
         return
     for w in d["workers"]:
         out.print(Text(w["id"], style="bold", overflow="fold"))
-        alive = "[green]alive[/]" if w["alive"] else "[red]dead[/]"
+        alive = "[green]alive[/]" if w["alive"] else f"[red]{_gone(w)}[/]"
         details = (
             f"{w['kind']}  {alive}  heartbeat {_age(w.get('last_heartbeat'), now)}  "
             f"processed {w['processed']}  failed {w['failed']}  batch {w['batch_size']}"
@@ -330,7 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.fn(args, client)
     except ApiError as exc:
-        err.print(f"mnemo: {exc}", style="red")
+        if getattr(args, "json", False):  # scripts read errors as they read answers
+            print(json.dumps({"error": exc.detail, "status": exc.status or None}), file=sys.stderr)
+        else:
+            err.print(f"mnemo: {exc}", style="red")
         code = 1
     except KeyboardInterrupt:
         code = 130

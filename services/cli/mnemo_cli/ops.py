@@ -12,11 +12,16 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from mnemo_cli.client import ApiError, Client, seg
 
-console = Console()
+# soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
+# ids and all); tables still fit the width.
+console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
@@ -30,19 +35,44 @@ def _print(args: argparse.Namespace, data: Any, human: Any) -> None:
 # -- dead letters ------------------------------------------------------------------------
 
 
+ERROR_MIN_WIDTH = 24  # narrower than this, a letter's error is easier read as a block
+
+
 def _letters_table(d: dict[str, Any]) -> None:
-    t = Table("id", "dead-lettered at", "job", "kind", "items", "attempts", "error")
-    for m in d["messages"]:
-        t.add_row(
+    """A table when it fits; else a block per letter. Ids and times (what an operator copies
+    into ``replay`` or a query) are never cut either way; the error folds."""
+    names = ("id", "dead-lettered at", "job", "kind", "items", "attempts")
+    rows = [
+        (
             str(m["id"]),
             m["dead_lettered_at"],
             str(m["job_id"] or "-"),
             str(m["kind"] or "-"),
             str(m["items"] if m["items"] is not None else "-"),
             str(m["attempts"] if m["attempts"] is not None else "-"),
-            (m["error"] or "")[:120],
+            (m["error"] or "")[:240],
         )
-    console.print(t)
+        for m in d["messages"]
+    ]
+    fixed = Table(*names)  # what must fit whole, measured alone
+    for row in rows:
+        fixed.add_row(*row[:-1])
+    wide = console.options.update_width(10_000)
+    if Measurement.get(console, wide, fixed).maximum + ERROR_MIN_WIDTH <= console.width:
+        t = Table()
+        for name in names:
+            t.add_column(name, no_wrap=True)
+        t.add_column("error", overflow="fold", min_width=ERROR_MIN_WIDTH)
+        for row in rows:
+            t.add_row(*row)
+        console.print(t)
+    else:
+        for i, at, job, kind, items, attempts, error in rows:
+            console.print(Text(f"{i}  {at}", style="bold"))
+            console.print(
+                Padding(f"job {job}  kind {kind}  items {items}  attempts {attempts}", (0, 0, 0, 2))
+            )
+            console.print(Padding(Text(error, overflow="fold"), (0, 0, 0, 2)))
     if not d["messages"]:
         console.print(f"{d['queue']} is empty")
     elif d.get("next_after"):
