@@ -247,6 +247,28 @@ async def test_bad_strip_components(api: httpx.AsyncClient, value: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("form", "message"),
+    [
+        ({}, "body.repository: Field required"),
+        ({"repository": ""}, "body.repository: Field required"),
+        ({"repository": "mail", "strip_component": "1"}, "body.strip_component: Extra inputs"),
+    ],
+)
+async def test_archive_form_fields_are_checked_by_name(
+    api: httpx.AsyncClient, form: dict[str, str], message: str
+) -> None:
+    """A missing repository is said to be missing, and a misspelt field is refused (as in
+    the JSON body) rather than ignored."""
+    r = await api.post(
+        "/v1/code/index",
+        data=form,
+        files={"archive": ("mail.tgz", tar_gz_of(EMAIL), "application/gzip")},
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"].startswith(message), r.text
+
+
+@pytest.mark.parametrize(
     ("payload", "status", "needle"),
     [
         ({"repository": "shop", "files": [{"path": "../x.py", "content": ""}]}, 422, "leaves"),

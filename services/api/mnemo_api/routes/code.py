@@ -68,6 +68,8 @@ MAX_STRIP_COMPONENTS = 32
 class ArchiveForm(BaseModel):
     """The form fields of a multipart archive upload (``archive`` is the file)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     repository: Repo
     commit: SafeStr | None = Field(default=None, max_length=200)
     prune: bool = False
@@ -182,16 +184,13 @@ def _archive_form(form: FormData, limit: int) -> tuple[ArchiveForm, UploadFile]:
     size = upload.size or 0
     if size > limit:
         raise TooLarge("body.archive", f"{size} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)")
-    fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+    # Every other field is the form's: a missing one is "Field required", an unknown one (a
+    # typo such as strip_component) is refused as in the JSON body, and an empty one is unset.
+    fields = {
+        k: v for k, v in form.multi_items() if isinstance(v, str) and k not in ("archive", "file")
+    }
     try:
-        meta = ArchiveForm.model_validate(
-            {
-                "repository": fields.get("repository", ""),
-                "commit": fields.get("commit") or None,
-                "prune": fields.get("prune") or False,
-                "strip_components": fields.get("strip_components") or 0,
-            }
-        )
+        meta = ArchiveForm.model_validate({k: v for k, v in fields.items() if v != ""})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidInput(f"body.{'.'.join(map(str, first['loc']))}", first["msg"]) from exc
