@@ -177,8 +177,10 @@ def test_cli_names_stay_inside_their_path_segment(stack: dict, tmp_path: Path) -
     (tmp_path / "user.rb").write_text(
         "class User\n  def valid?\n    true\n  end\n\n  def save\n    valid?\n  end\nend\n"
     )
-    out = mnemo(env, "--json", "index", str(tmp_path), "--repository", "rb", "--watch")
+    (tmp_path / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    out = mnemo(env, "index", str(tmp_path), "--repository", "rb", "--watch")
     assert out.returncode == 0, out.stderr + out.stdout
+    assert "1 skipped" in out.stdout and "skipped logo.png: " in out.stdout, out.stdout
     out = mnemo(env, "--json", "code", "callers", "rb", "user.User.valid?")
     assert out.returncode == 0, out.stderr
     assert "user.User.save" in {c["qualified_name"] for c in json.loads(out.stdout)}

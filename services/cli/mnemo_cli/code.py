@@ -54,6 +54,7 @@ VENDORED = frozenset(
     }
 )
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
+SKIPPED_SHOWN = 20  # skipped files named after an upload (the rest are counted)
 
 
 def _gitignore_specs(root: Path) -> list[tuple[Path, Any]]:
@@ -190,6 +191,11 @@ def cmd_index(args: argparse.Namespace, c: Client) -> int:
             f"{body['files_removed']} removed, {len(skipped) + len(body['skipped'])} skipped; "
             f"job [bold]{body['job_id']}[/]"
         )
+        named = [*skipped, *((x["path"], x["reason"]) for x in body["skipped"])]
+        for path, why in named[:SKIPPED_SHOWN]:
+            console.print(f"  skipped {path}: {why}", style="dim")
+        if len(named) > SKIPPED_SHOWN:
+            console.print(f"  … and {len(named) - SKIPPED_SHOWN} more (--json lists them all)")
     job = watch_index_job(c, body["job_id"], quiet=args.json) if args.watch else None
     if args.json:
         import json
