@@ -207,9 +207,16 @@ async def test_index_graph_reindex_prune_delete(pool: asyncpg.Pool, parser: Pars
     assert pruned.removed == 2
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM code_files WHERE path LIKE 'web/%'") == 0
+    waiting = await submit(pool, {"shop/late.py": "def late():\n    return 1\n"})
+    async with pool.acquire() as conn:
         await code.delete_repository(conn, "shop")
         for table in ("code_files", "code_chunks", "code_edges", "code_repositories"):
             assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0
+    # A job with work left ends cancelled, saying why; finished jobs stay as they were.
+    job = await job_of(pool, waiting.job_id)
+    assert job["status"] == "cancelled" and job["error"] == "repository 'shop' was deleted"
+    assert job["progress"]["done"] + job["progress"]["failed"] == job["progress"]["total"]
+    assert (await job_of(pool, third.job_id))["status"] == "succeeded"
 
 
 async def test_bad_files_fail_alone(pool: asyncpg.Pool, parser: ParsePool) -> None:

@@ -253,6 +253,10 @@ async def delete_repository(conn: asyncpg.Connection, name: str) -> None:
     _add(leaving, await conn.fetch(Q["clear_repository_chunks"], name))
     if await conn.fetchval(Q["delete_repository"], name) is None:
         raise NotFound("repository", name)
+    # Jobs that still had work here end cancelled, saying why, not "succeeded" with files
+    # indexed into a repository that is gone.
+    for job_id in sorted(leaving):
+        await conn.execute(Q["cancel_job_because"], job_id, f"repository {name!r} was deleted")
     await _settle(conn, leaving)
 
 

@@ -49,6 +49,11 @@ UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'running')
 RETURNING *;
 
+-- cancel_job_because --
+-- Cancel job $1 if it is queued or running, with the reason $2 as its error.
+UPDATE jobs SET status = 'cancelled', error = $2, finished_at = now(), updated_at = now()
+WHERE id = $1 AND status IN ('queued', 'running');
+
 -- lock_job --
 -- Lock a job row for a state change ($1).
 SELECT * FROM jobs WHERE id = $1 FOR UPDATE;
