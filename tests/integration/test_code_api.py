@@ -8,6 +8,7 @@ import tarfile
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
@@ -137,6 +138,18 @@ async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> No
     # symbol itself, not an empty answer that looks like "no callers".
     r = await api.post("/v1/code/graph/traverse", json={"repository": "shop", "start": "no.such"})
     assert r.status_code == 404 and "no.such" in r.json()["detail"], r.text
+    # A node no chunk defines but edges leave (a file of definitions only) is still a start.
+    conn = await asyncpg.connect(dsn)
+    try:
+        files_only = await conn.fetchval(
+            "SELECT e.source FROM code_edges e WHERE e.repository = 'shop' AND NOT EXISTS"
+            " (SELECT 1 FROM code_chunks c WHERE c.qualified_name = e.source) LIMIT 1"
+        )
+    finally:
+        await conn.close()
+    assert files_only is not None
+    r = await api.post("/v1/code/graph/traverse", json={"repository": "shop", "start": files_only})
+    assert r.status_code == 200 and r.json()["nodes"], r.text
     for src, dst in (("no.such", "shop.pricing.total"), ("shop.pricing.total", "no.such")):
         r = await api.get("/v1/code/graph/shop/path", params={"from": src, "to": dst})
         assert r.status_code == 404 and "no.such" in r.json()["detail"], r.text

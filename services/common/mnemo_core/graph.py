@@ -68,8 +68,8 @@ async def symbol(
 
 
 async def _check_known(conn: asyncpg.Connection, repository: str, *names: str) -> None:
-    """NotFound for an unknown repository, or for the first of ``names`` it does not define
-    (a walk from a name nothing defines finds nothing: a typo, said as such)."""
+    """NotFound for an unknown repository, or for the first of ``names`` that is no node of
+    its graph (a walk from it would find nothing: a typo, said as such)."""
     if not await conn.fetchval(Q["repository_exists"], repository):
         raise NotFound("repository", repository)
     missing = await conn.fetch(Q["symbols_missing"], repository, list(names))

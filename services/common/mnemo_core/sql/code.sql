@@ -18,9 +18,12 @@ SELECT pg_advisory_xact_lock(hashtextextended('mnemo-repo:' || $1, 0));
 SELECT EXISTS (SELECT 1 FROM code_repositories WHERE name = $1);
 
 -- symbols_missing --
--- Those of names $2 that no chunk of repository $1 defines, in the order given.
+-- Those of names $2 that are no node of repository $1's graph (no chunk defines them, and
+-- no edge leaves them: a file with only definitions has no chunk of its own, but its
+-- imports and what it contains leave it), in the order given.
 SELECT n.name FROM unnest($2::text[]) WITH ORDINALITY AS n(name, i)
 WHERE NOT EXISTS (SELECT 1 FROM code_chunks c WHERE c.repository = $1 AND c.qualified_name = n.name)
+  AND NOT EXISTS (SELECT 1 FROM code_edges e WHERE e.repository = $1 AND e.source = n.name)
 ORDER BY n.i;
 
 -- list_repositories --
