@@ -69,13 +69,6 @@ def test_the_api_accepts_exactly_the_languages_the_indexer_parses() -> None:
     assert LANGUAGES == SUPPORTED_LANGUAGES
 
 
-def test_the_api_filters_on_exactly_the_kinds_the_chunker_makes() -> None:
-    from mnemo_core.code import CHUNK_KINDS
-    from mnemo_indexer.chunking import model
-
-    assert CHUNK_KINDS == model.CHUNK_KINDS
-
-
 def test_the_jobs_filter_knows_every_kind_of_job() -> None:
     import inspect
     import typing

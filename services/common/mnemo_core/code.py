@@ -42,27 +42,6 @@ LANGUAGES: frozenset[str] = frozenset(
 )
 
 
-#: Every kind a chunk can have (mnemo_indexer.chunking.model.CHUNK_KINDS, which a test
-#: keeps equal to this): what the code search's ``kind`` filter accepts.
-CHUNK_KINDS: frozenset[str] = frozenset(
-    {
-        "function",
-        "method",
-        "constructor",
-        "class",
-        "struct",
-        "interface",
-        "trait",
-        "impl",
-        "enum",
-        "module",
-        "namespace",
-        "section",
-        "window",
-    }
-)
-
-
 #: Content bytes per ``upsert_files`` statement: a big upload is written in several
 #: statements of one transaction, never as one message holding every file at once.
 UPSERT_BATCH_BYTES = 4 * 1024 * 1024

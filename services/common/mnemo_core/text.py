@@ -8,6 +8,27 @@ import itertools
 import re
 from typing import Any
 
+#: Every value a chunk's ``kind`` can take: what the chunker makes
+#: (mnemo_indexer.chunking.model) and what the code search's ``kind`` filter accepts.
+CHUNK_KINDS: frozenset[str] = frozenset(
+    {
+        "function",
+        "method",
+        "constructor",
+        "class",
+        "struct",
+        "interface",
+        "trait",
+        "impl",
+        "enum",
+        "module",
+        "namespace",
+        "section",
+        "window",
+    }
+)
+
+
 TEXT_FIELDS = ("text", "body", "message", "content", "title")
 
 

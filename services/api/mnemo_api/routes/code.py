@@ -21,6 +21,7 @@ from mnemo_core import graph as graphs
 from mnemo_core.db import in_transaction
 from mnemo_core.errors import EmbedderUnavailable, InvalidInput, NotFound
 from mnemo_core.queries import Q
+from mnemo_core.text import CHUNK_KINDS
 
 router = APIRouter(prefix="/v1/code", tags=["code"])
 
@@ -109,7 +110,7 @@ class SearchIn(BaseModel):
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str | None) -> str | None:
-        return _one_of(v, code.CHUNK_KINDS, "kind")
+        return _one_of(v, CHUNK_KINDS, "kind")
 
 
 class TraverseIn(BaseModel):

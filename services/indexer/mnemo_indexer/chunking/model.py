@@ -9,24 +9,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-#: Every value ``Chunk.kind`` can take.
-CHUNK_KINDS: frozenset[str] = frozenset(
-    {
-        "function",
-        "method",
-        "constructor",
-        "class",
-        "struct",
-        "interface",
-        "trait",
-        "impl",
-        "enum",
-        "module",
-        "namespace",
-        "section",
-        "window",
-    }
-)
+# Every value ``Chunk.kind`` can take: defined where the API, which filters on it, sees it.
+from mnemo_core.text import CHUNK_KINDS as CHUNK_KINDS
 
 #: Kinds whose direct function children are methods.
 CLASS_LIKE_KINDS: frozenset[str] = frozenset(
