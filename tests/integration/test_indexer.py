@@ -531,3 +531,30 @@ async def test_a_prune_while_an_embedder_writes_the_chunks_it_removes(
     job, pending = await adds_up()
     assert pending == 0 and job["status"] == "succeeded", job
     assert job["progress"]["done"] + job["progress"]["failed"] == job["progress"]["total"]
+
+
+async def test_a_name_too_long_to_index_fails_its_file_alone(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    """A 3,000-character identifier (generated code) and 400 nested functions make names
+    longer than a b-tree entry holds. The message's write used to fail for all its files,
+    five times over, with PostgreSQL's error; now those files fail alone, saying why, and
+    the others are indexed at once."""
+    nested = "".join("    " * i + f"def f{i}():\n" for i in range(400)) + "    " * 400 + "pass\n"
+    files = {
+        "gen.py": f"def f_{'q' * 3000}():\n    return 1\n",
+        "nest.py": nested,
+        "ok.py": "def ok():\n    return 1\n",
+    }
+    acc = await submit(pool, files)
+    await drain(pool, parser)
+    job = await job_of(pool, acc.job_id)
+    failed = {f["path"]: f["reason"] for f in job["result"]["files_failed"]}
+    assert set(failed) == {"gen.py", "nest.py"}, job
+    assert all("can be indexed" in r and "bytes" in r for r in failed.values()), failed
+    assert job["result"]["files_indexed"] == 1 and job["attempts"] == 1
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM code_chunks WHERE qualified_name = 'ok.ok'")
+            == 1
+        )

@@ -170,3 +170,46 @@ async def test_a_worker_backs_off_while_the_database_is_away_and_stops_at_once(
     waits = [e for e in logs if e["event"] == "database_unavailable"]
     assert [e["retry_in_s"] for e in waits] == [0.5, 1.0, 2.0]
     assert all(e["error"] == "connection refused" and e["worker_id"] == "w-away" for e in waits)
+
+
+async def test_ready_answers_503_at_once_when_the_database_stops_answering(
+    tmp_path: Path,
+) -> None:
+    """A database that holds its connections but answers nothing (its processes stopped:
+    a stall, a freeze) is not ready: /ready says so within its 3 s, where it used to wait
+    for the query (asyncpg's 60 s) and could even answer 200 once the stall ended."""
+    import os
+    import signal
+    import time
+
+    import httpx
+    import psutil
+
+    from mnemo_api.app import create_app
+    from tests.integration.test_api import make_settings
+
+    pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
+    await asyncio.to_thread(pg.start)
+    stopped: list[psutil.Process] = []
+    try:
+        app = create_app(make_settings(pg.dsn()))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
+                assert (await api.get("/ready")).status_code == 200
+                postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+                stopped = [psutil.Process(postmaster), *psutil.Process(postmaster).children()]
+                for p in stopped:
+                    os.kill(p.pid, signal.SIGSTOP)
+                started = time.monotonic()
+                r = await api.get("/ready")
+                took = time.monotonic() - started
+                for p in stopped:
+                    os.kill(p.pid, signal.SIGCONT)
+                stopped = []
+                assert r.status_code == 503 and r.json()["error"] == "TimeoutError", r.text
+                assert took < 10, took
+    finally:
+        for p in stopped:
+            os.kill(p.pid, signal.SIGCONT)
+        await asyncio.to_thread(pg.stop)

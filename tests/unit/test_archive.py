@@ -218,3 +218,10 @@ def test_clean_path(raw: str, expected: str) -> None:
 def test_clean_path_refuses(raw: str) -> None:
     with pytest.raises(InvalidInput):
         clean_path(raw, field="f", max_chars=100)
+
+
+def test_a_path_is_bounded_in_bytes() -> None:
+    """Paths are b-tree keys: 40 CJK characters are 120 bytes."""
+    assert clean_path("\u6587" * 33, field="f", max_chars=100)  # 99 bytes
+    with pytest.raises(InvalidInput, match="longer than 100 bytes"):
+        clean_path("\u6587" * 40, field="f", max_chars=100)

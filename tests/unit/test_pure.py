@@ -57,6 +57,18 @@ def test_retry_policy(error: Exception, read_ct: int, max_attempts: int, expecte
         assert got == expected
 
 
+def test_a_dead_letters_reason_is_the_errors_first_line() -> None:
+    """PostgreSQL's errors go on with DETAIL and HINT lines; a job's failure shows one."""
+    error = ValueError("index row size 3032 exceeds maximum 2704\nDETAIL: Index row ...\nHINT: ...")
+    got = retry.decide(error, 5, 5)
+    assert got == retry.DeadLetter(
+        "gave up after 5 attempts: ValueError: index row size 3032 exceeds maximum 2704"
+    )
+    assert retry.decide(TimeoutError(), 5, 5) == retry.DeadLetter(
+        "gave up after 5 attempts: TimeoutError"
+    )
+
+
 @pytest.mark.parametrize(("read_ct", "exhausted"), [(1, False), (5, False), (6, True)])
 def test_exhausted(read_ct: int, exhausted: bool) -> None:
     assert retry.exhausted(read_ct, 5) is exhausted

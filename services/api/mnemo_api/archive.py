@@ -51,8 +51,9 @@ def clean_path(raw: str, *, field: str, max_chars: int) -> str:
         path = path[2:]
     if not path or path.endswith("/"):
         raise InvalidInput(field, f"empty file path {raw!r}")
-    if len(path) > max_chars:
-        raise InvalidInput(field, f"path longer than {max_chars} characters")
+    # Bytes, not characters: paths are b-tree keys, and 1,024 CJK characters are 3 KB.
+    if len(path) > max_chars or len(path.encode("utf-8", "surrogatepass")) > max_chars:
+        raise InvalidInput(field, f"path longer than {max_chars} bytes (UTF-8)")
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise InvalidInput(field, f"absolute path {raw!r} is not allowed")
     if any(part in ("..",) for part in path.split("/")):

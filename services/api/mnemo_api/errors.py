@@ -130,7 +130,7 @@ async def _no_embedder(_req: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unavailable(req: Request, exc: Exception) -> JSONResponse:
-    log.warning("database_unavailable", error=str(exc), path=req.url.path)
+    log.warning("database_unavailable", error=str(exc) or type(exc).__name__, path=req.url.path)
     return problem(503, "the database is unavailable; retry shortly")
 
 

@@ -34,7 +34,10 @@ def decide(error: BaseException, read_ct: int, max_attempts: int) -> Decision:
     if isinstance(error, PoisonMessage):
         return DeadLetter(f"poison message: {error}")
     if read_ct >= max_attempts:
-        return DeadLetter(f"gave up after {read_ct} attempts: {type(error).__name__}: {error}")
+        # The first line: PostgreSQL's errors go on with DETAIL and HINT lines.
+        said = str(error).strip().splitlines()
+        what = f"{type(error).__name__}: {said[0]}" if said else type(error).__name__
+        return DeadLetter(f"gave up after {read_ct} attempts: {what}")
     return Retry(backoff_s(read_ct))
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from mnemo_core.text import chunk_embed_text, chunk_lexemes, module_path
-from mnemo_indexer.chunking import ParsedFile
+from mnemo_indexer.chunking import ParsedFile, ParseError
 from mnemo_indexer.chunking.names import file_qualified_name
 
 NON_SYMBOL_KINDS = frozenset({"module", "section", "window"})
@@ -108,10 +108,27 @@ class FileRows:
         return len(self.edges.source)
 
 
+#: The longest name a chunk or an edge end may have, in UTF-8 bytes. PostgreSQL's b-tree
+#: entries hold at most 2,704 bytes, and names are keys: a chunk's (file, qualified name),
+#: an edge's (file, source, relationship, external). A longer one failed the write of every
+#: file in its message, five times over; it now fails its own file, saying why.
+MAX_NAME_BYTES = 1024
+
+
+def _check_names(names: Iterable[str]) -> None:
+    for name in names:
+        if len(name) * 4 > MAX_NAME_BYTES and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise ParseError(
+                f"a name of {len(name.encode('utf-8'))} bytes ({name[:40]}…): at most "
+                f"{MAX_NAME_BYTES} can be indexed (generated or deeply nested code?)"
+            )
+
+
 def file_rows(parsed: ParsedFile) -> FileRows:
-    return FileRows(
-        parsed.language, parsed.imports, chunk_columns(parsed), EdgeColumns.of(edge_rows(parsed))
-    )
+    chunks = chunk_columns(parsed)
+    edges = EdgeColumns.of(edge_rows(parsed))
+    _check_names(itertools.chain(chunks.qualified_name, chunks.name, edges.source, edges.external))
+    return FileRows(parsed.language, parsed.imports, chunks, edges)
 
 
 def base_name(qualified_name: str) -> str:

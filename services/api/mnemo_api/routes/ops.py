@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -21,14 +22,31 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+async def _check(st: AppState, within_s: float = 3.0) -> list[str]:
+    """The database answers, within ``within_s`` for the connection and as much again for
+    the queries: one that holds its connections but answers nothing (stopped, frozen) is
+    not ready either. Its migrations still pending."""
+    async with asyncio.timeout(within_s):
+        conn = await st.pool.acquire()
+    try:
+        async with asyncio.timeout(within_s):
+            await conn.fetchval(Q["ping"])
+            return await migrate.pending(conn)
+    except BaseException:
+        # Closed at once: a graceful release would wait on the stalled server (asyncpg's
+        # command_timeout, 60 s) to cancel the query.
+        conn.terminate()
+        raise
+    finally:
+        await st.pool.release(conn)
+
+
 @router.get("/ready")
 @router.head("/ready", include_in_schema=False)
 async def ready(st: AppState = Depends(state)) -> JSONResponse:
     """The database answers and every migration is applied."""
     try:
-        async with st.pool.acquire(timeout=3) as conn:
-            await conn.fetchval(Q["ping"])
-            pending = await migrate.pending(conn)
+        pending = await _check(st)
     except Exception as exc:
         return JSONResponse(
             {
