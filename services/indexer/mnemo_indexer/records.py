@@ -117,10 +117,13 @@ MAX_NAME_BYTES = 1024
 
 def _check_names(names: Iterable[str]) -> None:
     for name in names:
-        if len(name) * 4 > MAX_NAME_BYTES and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        if len(name) * 4 <= MAX_NAME_BYTES:  # short enough in any encoding: most names
+            continue
+        size = len(name.encode("utf-8", "surrogatepass"))
+        if size > MAX_NAME_BYTES:
             raise ParseError(
-                f"a name of {len(name.encode('utf-8'))} bytes ({name[:40]}…): at most "
-                f"{MAX_NAME_BYTES} can be indexed (generated or deeply nested code?)"
+                f"a name of {size} bytes ({name[:40]}…): at most {MAX_NAME_BYTES} can be "
+                "indexed (generated or deeply nested code?)"
             )
 
 
