@@ -57,12 +57,15 @@ class JsonErrorsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        # The head as sent, less a little whitespace: method, URL, version, each header.
-        size = len(self.url) + 20 + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > MAX_HEAD_BYTES:
+        # Only when the reads that held this head passed the bound (never on the hot path)
+        # is its size, as sent less a little whitespace, worked out from the parsed parts.
+        if self._head_bytes > MAX_HEAD_BYTES and self._head_size() > MAX_HEAD_BYTES:
             self._head_over = True
             raise _HeadTooLarge  # before uvicorn starts the request's cycle
         super().on_headers_complete()
+
+    def _head_size(self) -> int:
+        return len(self.url) + 20 + sum(len(n) + len(v) + 4 for n, v in self.headers)
 
     def on_message_complete(self) -> None:
         # What comes next on a kept-alive connection is the next request's head.
