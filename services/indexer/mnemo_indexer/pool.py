@@ -29,12 +29,22 @@ __all__ = ["FileFailed", "FileRows", "ParsePool", "parse_and_build"]
 
 class FileFailed(Exception):
     """This file cannot be indexed; ``reason`` says why (shown on its job). A ``transient``
-    failure (timeout, crashed parser) is retried with its message before it counts."""
+    failure (timeout, crashed parser) is retried with its message before it counts, for at
+    most ``deliveries`` deliveries of it when that is set (else the worker's max attempts)."""
 
-    def __init__(self, reason: str, *, transient: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, transient: bool = False, deliveries: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+        self.deliveries = deliveries
+
+
+# A file that overran the time bound is parsed once more (the first overrun may have been a
+# starved machine, or a parser process stopped); twice is the file itself, and each attempt
+# costs a parser process and the whole bound.
+TIMEOUT_DELIVERIES = 2
 
 
 def parse_and_build(path: str, content: str, language: str | None) -> FileRows:
@@ -92,7 +102,9 @@ class ParsePool:
             raise FileFailed(exc.reason) from exc
         except FutureTimeout as exc:
             raise FileFailed(
-                f"parsing took longer than {self.timeout_s:g}s", transient=True
+                f"parsing took longer than {self.timeout_s:g}s",
+                transient=True,
+                deliveries=TIMEOUT_DELIVERIES,
             ) from exc
         except ProcessExpired as exc:
             raise FileFailed(

@@ -186,7 +186,10 @@ class IndexWorker(QueueWorker):
                     r["path"], r["content"], r["language"]
                 )
             except FileFailed as exc:
-                if exc.transient and msg_read_ct < self.settings.max_attempts:
+                attempts = min(
+                    exc.deliveries or self.settings.max_attempts, self.settings.max_attempts
+                )
+                if exc.transient and msg_read_ct < attempts:
                     out.retry[r["id"]] = exc.reason
                 elif exc.transient:
                     out.failed[r["id"]] = f"{exc.reason} (after {msg_read_ct} attempts)"
