@@ -400,6 +400,7 @@ def test_retry_requeues_only_failed_items(stack_factory: Any, fault_report: list
     )
     r = httpx.post(f"{s.url}/v1/jobs/{job_id}/retry")
     assert r.status_code == 200 and r.json()["requeued"] == 3
+    assert r.json()["status"] == "running"  # 17 of its 20 items are done
     [job] = s.wait_jobs([job_id], timeout=120)
     assert job["status"] == "succeeded" and job["progress"] == {
         "total": 20,

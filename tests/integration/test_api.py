@@ -422,6 +422,7 @@ async def test_cancel_and_conflicts(api: httpx.AsyncClient, dsn: str) -> None:
     await drain(dsn)
     r = await api.post(f"/v1/jobs/{job_id}/retry")
     assert r.status_code == 200 and r.json()["requeued"] == 1
+    assert r.json()["status"] == "queued"  # none of its items is settled yet
     await drain(dsn)
     assert (await api.get(f"/v1/jobs/{job_id}")).json()["status"] == "succeeded"
 

@@ -280,3 +280,6 @@ async def test_replay_after_a_job_retry_and_of_a_cancelled_job(
     assert r["replayed"] == 0 and len(r["skipped"]) == 1
     assert "cancelled" in r["skipped"][0]["reason"]
     assert len((await api.get("/v1/dlq/embed")).json()["messages"]) == 1
+    # Retried, it is running again, not queued: some of its items are done.
+    r = (await api.post(f"/v1/jobs/{second['job_id']}/retry")).json()
+    assert r["status"] == "running" and r["progress"]["done"] > 0, r

@@ -63,9 +63,11 @@ SELECT * FROM jobs WHERE id = $1 FOR UPDATE;
 DELETE FROM job_failures WHERE job_id = $1 AND item_kind = $2 RETURNING item_id;
 
 -- reopen_job --
--- Put a failed or cancelled job back to work ($1 job, $2 failed items that were re-queued).
+-- Put a failed or cancelled job back to work ($1 job, $2 failed items that were re-queued):
+-- running if some of its items are settled, else queued (as dlq_reopen_job does).
 UPDATE jobs SET
-    status = 'queued', failed = greatest(failed - $2, 0), error = NULL,
+    status = CASE WHEN done + greatest(failed - $2, 0) > 0 THEN 'running' ELSE 'queued' END,
+    failed = greatest(failed - $2, 0), error = NULL,
     finished_at = NULL, updated_at = now()
 WHERE id = $1
 RETURNING *;
