@@ -44,6 +44,32 @@ async def run_worker(dsn: str, model: HashModel | None = None, **kw: object) -> 
         await pool.close()
 
 
+async def test_a_workers_batch_is_its_last_one_then_zero_when_idle(
+    api: httpx.AsyncClient, dsn: str
+) -> None:
+    events = [{"content": {"text": f"batch note {i}"}} for i in range(5)]
+    assert (await api.post("/v1/events/batch", json={"events": events})).status_code == 202
+    pool = await db.create_pool(dsn, application_name="test-ops-worker")
+    try:
+        w = EmbedWorker(pool, HashModel(384), make_settings(dsn), worker_id="ops-batch", once=True)
+        await asyncio.wait_for(w.run(), 30)
+
+        async def batch() -> int:
+            [row] = [
+                x
+                for x in (await api.get("/v1/workers")).json()["workers"]
+                if x["id"] == "ops-batch"
+            ]
+            return row["batch_size"]
+
+        assert await batch() == 5  # its last heartbeat followed the batch
+        async with pool.acquire() as conn:
+            await w._beat(conn)  # a heartbeat with no batch since the last one
+        assert await batch() == 0
+    finally:
+        await pool.close()
+
+
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
     for fam in text_string_to_metric_families(text):

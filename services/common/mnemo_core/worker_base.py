@@ -40,7 +40,9 @@ class QueueWorker:
         self._stop = asyncio.Event()
         self._processed = 0  # since the last heartbeat
         self._failed = 0
-        self._last_batch = 0
+        self._last_batch = 0  # the size of the last batch, reported while it is recent
+        self._batches = 0  # batches ended, and how many of them the last heartbeat had seen
+        self._batches_beaten = 0
         self.total_processed = 0
         # Batch sizes and work seconds per item, reported with each heartbeat (/metrics).
         self.stats = workers.BatchStats()
@@ -92,11 +94,18 @@ class QueueWorker:
         self._failed += failed
         self.total_processed += processed
 
+    def batch_done(self, items: int) -> None:
+        self._last_batch = items
+        self._batches += 1
+
     async def _beat(self, conn: asyncpg.Connection) -> None:
-        processed, failed = self._processed, self._failed
-        await workers.beat(conn, self.worker_id, processed, failed, self._last_batch, self.stats)
+        processed, failed, batches = self._processed, self._failed, self._batches
+        # A worker with no batch since the last heartbeat shows 0, not the last one it did.
+        batch = self._last_batch if batches != self._batches_beaten else 0
+        await workers.beat(conn, self.worker_id, processed, failed, batch, self.stats)
         self._processed -= processed
         self._failed -= failed
+        self._batches_beaten = batches
 
     async def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():

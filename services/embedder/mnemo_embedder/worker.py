@@ -231,7 +231,7 @@ class EmbedWorker(QueueWorker):
 
     async def _finish(self, work: list[Work], started: float) -> None:
         n = await self._write(work)
-        self._last_batch = n
+        self.batch_done(n)
         log.info(
             "batch_embedded",
             queue=queue.EMBED,

@@ -152,7 +152,7 @@ class IndexWorker(QueueWorker):
                 async with self.pool.acquire() as conn:
                     await queue.release(conn, queue.INDEX, [msg.msg_id], decision.delay_s)
             return
-        self._last_batch = len(outcome.parsed)
+        self.batch_done(len(outcome.parsed))
         self.stats.observe(len(outcome.parsed) + len(outcome.failed), time.perf_counter() - started)
         log.info(
             "files_indexed",
