@@ -381,6 +381,73 @@ async def test_commonjs_default_export_call_lands_on_the_function(
     assert [(c["qualified_name"], c["resolved"]) for c in other["callees"]] == [("cmp", False)]
 
 
+RESOLUTION_FILES = {
+    # Python: a builtin named like a repository function stays external; aliases, nested
+    # functions and re-exports resolve.
+    "pkg/__init__.py": "from .core import helper\n",
+    "pkg/core.py": "def helper():\n    return 1\n",
+    "pkg/util.py": "def open(p):\n    return p\n\ndef fact(n):\n    return n\n",
+    "pkg/main.py": "from pkg.util import fact as factorial\nfrom pkg import util as U\n"
+    "from pkg import helper\n\n"
+    "def main():\n    def inner():\n        return 2\n"
+    "    open('/tmp/x')\n    factorial(3)\n    U.fact(1)\n    inner()\n    helper()\n",
+    # Java: the same package needs no import.
+    "src/main/java/com/ex/bank/Bank.java": "package com.ex.bank;\n"
+    "public class Bank {\n  public void transfer() { Account.open(); }\n}\n",
+    "src/main/java/com/ex/bank/Account.java": "package com.ex.bank;\n"
+    "public class Account {\n  public static void open() {}\n}\n",
+    # C#: a namespace brought in by `using`.
+    "Core/Ledger.cs": "namespace Bank.Core {\n  public static class Helper {\n"
+    "    public static void Log(int a) {}\n  }\n}\n",
+    "App/Program.cs": "using Bank.Core;\nnamespace Bank.App {\n"
+    "  class Program { static void Main() { Helper.Log(1); } }\n}\n",
+    # PHP: $this.
+    "src/UserRepo.php": "<?php\nnamespace App\\Repo;\nclass UserRepo {\n"
+    "  function __construct() { $this->init(); }\n  function init() { return 1; }\n}\n",
+    # Rust: self and Self inside an impl block, with another type's method of the same name.
+    "src/geo.rs": "pub struct Point { x: f64 }\nimpl Point {\n"
+    "  pub fn new() -> Self { Self::make() }\n  fn make() -> Point { Point { x: 0.0 } }\n"
+    "  pub fn len(&self) -> f64 { self.sq() }\n  fn sq(&self) -> f64 { self.x }\n}\n"
+    "struct Q;\nimpl Q {\n  fn sq(&self) -> f64 { 2.0 }\n}\n",
+    # JavaScript: a module required by an index.js, called by its name.
+    "lib/index.js": "const sort = require('./sort')\nfunction run(xs) { return sort(xs) }\n"
+    "module.exports = run\n",
+    "lib/sort.js": "function sort(xs) { return xs }\nmodule.exports = sort\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("caller", "callees"),
+    [
+        (
+            "pkg.main.main",
+            [
+                ("open", False),  # the builtin, not pkg.util.open
+                ("pkg.util.fact", True),  # factorial (an alias)
+                ("pkg.util.fact", True),  # U.fact (a module's alias)
+                ("pkg.main.main.inner", True),
+                ("pkg.core.helper", True),  # re-exported by pkg/__init__.py
+            ],
+        ),
+        ("com.ex.bank.Bank.transfer", [("com.ex.bank.Account.open", True)]),
+        ("Bank.App.Program.Main", [("Bank.Core.Helper.Log", True)]),
+        ("App.Repo.UserRepo.__construct", [("App.Repo.UserRepo.init", True)]),
+        ("src.geo.Point.new", [("src.geo.Point.make", True)]),
+        ("src.geo.Point.len", [("src.geo.Point.sq", True)]),
+        ("lib.run", [("lib.sort.sort", True)]),
+    ],
+)
+async def test_calls_resolve_as_each_language_scopes_names(
+    pool: asyncpg.Pool, parser: ParsePool, caller: str, callees: list[tuple[str, bool]]
+) -> None:
+    await submit(pool, RESOLUTION_FILES)
+    await drain(pool, parser)
+    async with pool.acquire() as conn:
+        sym = await graphs.symbol(conn, "shop", caller)
+    got = sorted((c["qualified_name"], c["resolved"]) for c in sym["callees"])
+    assert got == sorted(callees)
+
+
 async def test_next_read_is_parsed_while_the_last_message_in_hand_is_written(
     pool: asyncpg.Pool, parser: ParsePool
 ) -> None:

@@ -20,7 +20,10 @@ from mnemo_indexer.chunking import ParsedFile, ParseError
 from mnemo_indexer.chunking.names import file_qualified_name
 
 NON_SYMBOL_KINDS = frozenset({"module", "section", "window"})
-SELF_NAMES = frozenset({"self", "this", "cls", "@"})
+SELF_NAMES = frozenset({"self", "this", "cls", "@", "$this", "Self"})
+# Languages whose names come from a declared package or namespace, not the file's path: a
+# call there is looked up in the caller's enclosing types and namespaces.
+NAMESPACED = frozenset({"java", "csharp", "php"})
 SEP = "\x1f"  # joins list values inside one text[] element for unnest()
 
 
@@ -178,40 +181,69 @@ def resolve_import(path: str, imported: str) -> tuple[str, ...]:
     return (name,) if name else ()
 
 
+def _unsuffixed(name: str) -> str:
+    """``a.Point#2`` -> ``a.Point``: a repeated definition's (a Rust ``impl`` block's)
+    members are named after the type itself."""
+    head, sep, n = name.rpartition("#")
+    return head if sep and n.isdigit() else name
+
+
+def enclosing_scopes(qualified_name: str) -> tuple[str, ...]:
+    """``com.ex.Bank.transfer`` -> ``com.ex.Bank``, ``com.ex``, ``com``: innermost first."""
+    parts = base_name(qualified_name).split(".")
+    return tuple(".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1))
+
+
 def call_candidates(
-    callee: str, *, module: str, parent: str | None, imports: tuple[str, ...], language: str
+    callee: str,
+    *,
+    module: str,
+    parent: str | None,
+    imports: tuple[str, ...],
+    language: str,
+    scopes: tuple[str, ...] = (),
+    aliases: dict[str, str] | None = None,
+    caller: str | None = None,
 ) -> tuple[tuple[str, ...], str | None]:
     """Where a call might land, best first, and the bare name for a last-resort unique match.
 
     ``self.f`` -> the enclosing class's ``f``; ``f`` -> the module's ``f``, an imported ``f``
     (or the ``f`` inside an imported module ``f``, first) or the class's ``f`` (first for
     languages with implicit ``this``); ``m.f`` -> through an import of ``m``, or ``m.f``
-    itself, or a nested name of the module."""
+    itself, or a nested name of the module. In Java, C# and PHP (``scopes``: the caller's
+    enclosing types and namespaces) ``f`` and ``K.f`` are looked up in each of them, then
+    in each imported namespace. In Python only an imported ``f`` has a last-resort match: a
+    name neither defined in the module nor imported is a builtin or a local there, never
+    another module's function. A name bound by an import's ``as`` (``aliases``) stands for
+    what it imports: ``U.add`` after ``from pkg import util as U`` is ``pkg.util.add``."""
     callee = callee.rstrip("!").replace("::", ".").replace("->", ".")
     parts = [p for p in callee.split(".") if p]
     if not parts:
         return (), None
+    if aliases and parts[0] in aliases:
+        # What the alias imports first; the rest as usual (`try: import _x as m` / `except
+        # ImportError: from . import m` binds one name to either).
+        cands, bare = call_candidates(
+            callee,
+            module=module,
+            parent=parent,
+            imports=imports,
+            language=language,
+            scopes=scopes,
+            caller=caller,
+        )
+        return (".".join([aliases[parts[0]], *parts[1:]]), *cands), bare
+    parent = _unsuffixed(parent) if parent else parent
     head, rest = parts[0], parts[1:]
     cands: list[str] = []
     if head.lstrip("@") in SELF_NAMES or head in SELF_NAMES:
         if rest and parent:
             cands.append(f"{parent}.{'.'.join(rest)}")
         return tuple(dict.fromkeys(cands)), rest[-1] if len(rest) == 1 else None
+    namespaces = [i.removesuffix(".*") for i in imports] if language in NAMESPACED else []
     if not rest:
-        local = [f"{module}.{head}"] if module else [head]
-        # An import named like the call: the symbol itself (`from m import f`), or a module
-        # whose same-named export is called (`const compare = require('./compare')`), which
-        # wins when it exists.
-        via_import = [
-            c for i in imports if i == head or i.endswith("." + head) for c in (f"{i}.{head}", i)
-        ]
-        wildcard = [f"{i.removesuffix('.*')}.{head}" for i in imports if i.endswith(".*")]
-        in_class = [f"{parent}.{head}"] if parent else []
-        if language == "python":
-            cands = local + via_import + wildcard + in_class
-        else:
-            cands = in_class + local + via_import + wildcard
-        return tuple(dict.fromkeys(c for c in cands if c)), head
+        own = f"{caller}.{head}" if caller and language == "python" else None  # nested def
+        return _bare_candidates(head, module, parent, imports, language, scopes, namespaces, own)
     tail = ".".join(rest)
     for imp in imports:
         if imp == head or imp.endswith("." + head):
@@ -219,9 +251,47 @@ def call_candidates(
         elif callee.startswith(imp + "."):
             cands.append(callee)
     cands.append(callee)
-    if module:
+    if scopes:
+        cands += [f"{s}.{callee}" for s in scopes] + [f"{n}.{callee}" for n in namespaces]
+    elif module:
         cands.append(f"{module}.{callee}")
     return tuple(dict.fromkeys(cands)), None
+
+
+def _bare_candidates(
+    head: str,
+    module: str,
+    parent: str | None,
+    imports: tuple[str, ...],
+    language: str,
+    scopes: tuple[str, ...],
+    namespaces: list[str],
+    own: str | None,
+) -> tuple[tuple[str, ...], str | None]:
+    local = [f"{module}.{head}"] if module else [head]
+    if local[0] in imports:
+        local = []  # a module bound by its import (`const f = require('./f')`): below
+    # An import named like the call: the symbol itself (`from m import f`), or a module
+    # whose same-named export is called (`const compare = require('./compare')`), which
+    # wins when it exists.
+    via_import = [
+        c for i in imports if i == head or i.endswith("." + head) for c in (f"{i}.{head}", i)
+    ]
+    wildcard = [f"{i.removesuffix('.*')}.{head}" for i in imports if i.endswith(".*")]
+    in_class = [f"{parent}.{head}"] if parent else []
+    if language == "python":
+        cands = ([own] if own else []) + local + via_import + wildcard + in_class
+        # Only an imported name may land on another module's symbol (a re-export: `from
+        # pkg import f` where pkg's __init__ imports f from pkg.core); any other is a
+        # builtin or a local.
+        bare = head if via_import or wildcard else None
+        return tuple(dict.fromkeys(c for c in cands if c)), bare
+    if scopes:
+        in_scope = [f"{s}.{head}" for s in scopes]
+        cands = in_class + in_scope + via_import + [f"{n}.{head}" for n in namespaces]
+    else:
+        cands = in_class + local + via_import + wildcard
+    return tuple(dict.fromkeys(c for c in cands if c)), head
 
 
 def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
@@ -230,6 +300,7 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
     imports = tuple(
         dict.fromkeys(c for i in parsed.imports for c in resolve_import(parsed.path, i))
     )
+    aliases = dict(parsed.aliases)
     edges: dict[tuple[str, str, str], EdgeRow] = {}
 
     def add(e: EdgeRow) -> None:
@@ -254,6 +325,9 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
                 parent=c.parent_qualified_name,
                 imports=imports,
                 language=parsed.language,
+                scopes=enclosing_scopes(source) if parsed.language in NAMESPACED else (),
+                aliases=aliases,
+                caller=source,
             )
             add(EdgeRow(source, "calls", callee, cands, bare, line))
     return list(edges.values())

@@ -9,7 +9,7 @@ the importing file's module path.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .names import collapse_ws, expand_use_tree, resolve_relative_import, split_top_level
@@ -22,6 +22,8 @@ class ImportContext:
     src: bytes
     module: str  # module path of the importing file
     is_package: bool  # the file is a package entry (__init__.py)
+    # Names bound by ``import a.b as x`` / ``from a import b as x``: x -> a.b (Python).
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def node_text(src: bytes, node: Any) -> str:
@@ -36,10 +38,16 @@ def unquote(text: str) -> str:
     return text
 
 
-def _py_dotted(ctx: ImportContext, node: Any) -> str:
+def _py_dotted(ctx: ImportContext, node: Any, module: str = "") -> str:
     if node.type == "aliased_import":
         inner = node.child_by_field_name("name")
-        return node_text(ctx.src, inner) if inner is not None else ""
+        if inner is None:
+            return ""
+        name = node_text(ctx.src, inner)
+        alias = node.child_by_field_name("alias")
+        if alias is not None:
+            ctx.aliases[node_text(ctx.src, alias)] = f"{module}.{name}" if module else name
+        return name
     return node_text(ctx.src, node)
 
 
@@ -64,7 +72,7 @@ def _py_module(ctx: ImportContext, node: Any | None) -> str:
 
 def py_from(ctx: ImportContext, node: Any) -> list[str]:
     module = _py_module(ctx, node.child_by_field_name("module_name"))
-    names = [_py_dotted(ctx, n) for n in node.children_by_field_name("name")]
+    names = [_py_dotted(ctx, n, module) for n in node.children_by_field_name("name")]
     if any(child.type == "wildcard_import" for child in node.named_children):
         names.append("*")
     if not names:

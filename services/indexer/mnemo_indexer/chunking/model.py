@@ -71,6 +71,8 @@ class ParsedFile:
     imports: tuple[str, ...]
     chunks: tuple[Chunk, ...]
     content_hash: str
+    # Import aliases (Python's ``as``): the name bound in the file -> what it imports.
+    aliases: tuple[tuple[str, str], ...] = ()
 
 
 def sha256_hex(text: str) -> str:

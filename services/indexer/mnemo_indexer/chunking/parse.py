@@ -63,13 +63,13 @@ def parse_file(
     file_hash = sha256_hex(content)
     if lang in CODE_LANGUAGES:
         try:
-            imports, chunks = chunk_code(path, content, lang, max_chunk_lines)
+            imports, chunks, aliases = chunk_code(path, content, lang, max_chunk_lines)
         except (ImportError, OSError, RuntimeError) as exc:
             # grammar package missing or unusable: still index the text
             _grammar_unavailable(lang, f"{type(exc).__name__}: {exc}")
             chunks = chunk_windows(path, content, window_lines, window_overlap)
-            imports = ()
-        return ParsedFile(path, lang, imports, tuple(chunks), file_hash)
+            imports, aliases = (), ()
+        return ParsedFile(path, lang, imports, tuple(chunks), file_hash, aliases)
     if lang == "markdown":
         chunks = chunk_markdown(path, content, max_chunk_lines, window_lines, window_overlap)
     else:
