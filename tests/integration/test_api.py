@@ -134,6 +134,16 @@ async def test_batch(api: httpx.AsyncClient, dsn: str) -> None:
             "body.events.0.timestamp",
         ),
         ("/v1/search", {"q": "x", "ts_start": "0001-01-01T00:00:00+01:00"}, "body.ts_start"),
+        # The first and last instants: the driver stored them as -infinity and infinity.
+        ("/v1/events", {"content": {}, "timestamp": "0001-01-01T00:00:00Z"}, "body.timestamp"),
+        (
+            "/v1/events",
+            {"content": {}, "timestamp": "9999-12-31T23:59:59.999999Z"},
+            "body.timestamp",
+        ),
+        ("/v1/search", {"q": "x", "ts_end": "9999-12-31T23:59:59.999999"}, "body.ts_end"),
+        # A blank query has nothing to compare with (the model embedded it all the same).
+        ("/v1/search", {"q": " \t\n"}, "body.q"),
         # Vectors pgvector cannot compare by cosine: all zeros (every score was null), and
         # values or lengths beyond 32-bit floats.
         ("/v1/events", {"content": {}, "embedding": [0.0] * DIM}, "body.embedding"),
@@ -149,6 +159,40 @@ async def test_bad_input_names_the_field(
     r = await api.post(path, json=payload)
     assert r.status_code == 422, r.text
     assert r.json()["detail"].startswith(field), r.json()
+
+
+async def test_unknown_query_parameters_are_refused(api: httpx.AsyncClient) -> None:
+    """A misspelt filter (`filter` for `filter_metadata`) widened the search silently."""
+    r = await api.get("/v1/search", params={"q": "x", "filter": '{"tag": "home"}'})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("query.filter: unknown query parameter"), r.json()
+    assert "filter_metadata" in r.json()["detail"]
+    r = await api.get("/v1/jobs", params={"limit": 1, "offset": 5, "page": 2})
+    assert r.status_code == 422
+    assert [e["field"] for e in r.json()["errors"]] == ["query.offset", "query.page"]
+    # The single-event fast path hands such a request to the route, which refuses it.
+    r = await api.post("/v1/events", params={"wait": 1}, json={"content": {"text": "a"}})
+    assert r.status_code == 422 and r.json()["detail"].startswith("query.wait"), r.json()
+    assert (await api.get("/v1/jobs", params={"limit": 1})).status_code == 200
+    assert (await api.post("/v1/events", json={"content": {"text": "a"}})).status_code == 202
+
+
+async def test_a_cursor_beyond_the_databases_dates_is_not_a_cursor(
+    api: httpx.AsyncClient,
+) -> None:
+    import base64
+
+    for at in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "2026-01-01T00:00:00"):
+        text = f"{at}|00000000-0000-0000-0000-000000000000"
+        r = await api.get("/v1/jobs", params={"cursor": base64.urlsafe_b64encode(text.encode())})
+        assert r.status_code == 422
+        assert r.json()["detail"] == "query.cursor: not a cursor returned by this API"
+
+
+async def test_a_number_too_long_to_read_is_a_422_naming_the_body(api: httpx.AsyncClient) -> None:
+    body = '{"content": {"text": "a"}, "metadata": {"n": ' + "9" * 5000 + "}}"
+    r = await api.post("/v1/events", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"].startswith("body: a number"), r.text
 
 
 async def test_batch_over_the_limit(dsn: str) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from mnemo_api import errors, metrics
 from mnemo_api.middleware import ApiKeys, BodyLimit, CrossSiteGuard, HostGuard, RequestId
+from mnemo_api.params import known_query
 from mnemo_api.query_embedding import QueryEmbedder
 from mnemo_api.routes import code, dlq, events, jobs, ops, search, ui
 from mnemo_api.schemas import ERROR_RESPONSES
@@ -76,9 +77,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     )
     errors.install(app)
     ops_metrics = app.state.ops = metrics.Ops(settings)
+    refuse_unknown = [Depends(known_query)]
     for router in (ops.router, events.router, jobs.router, search.router, code.router):
-        app.include_router(router)
-    for router in (dlq.router, metrics.router, ui.router):
+        app.include_router(router, dependencies=refuse_unknown)
+    app.include_router(dlq.router, dependencies=refuse_unknown)
+    for router in (metrics.router, ui.router):
         app.include_router(router)
     # First, so it is matched before FastAPI's own routes (see CreateEventFastPath).
     app.router.routes.insert(0, events.CreateEventFastPath(app.router))

@@ -107,6 +107,9 @@ async def _http(_req: Request, exc: Exception) -> JSONResponse:
         return problem(422, f"body: is not valid UTF-8 (invalid byte at offset {cause.start})")
     if exc.status_code == 400 and isinstance(cause, RecursionError):
         return problem(400, TOO_DEEP)
+    if exc.status_code == 400 and isinstance(cause, ValueError) and "digits" in str(cause):
+        # Python's bound on converting a decimal integer, hit by json.loads.
+        return problem(422, "body: a number has more than 4300 digits")
     resp = problem(exc.status_code, str(exc.detail))
     for k, v in (exc.headers or {}).items():
         resp.headers[k] = v

@@ -96,11 +96,14 @@ def _aware(ts: dt.datetime | None) -> dt.datetime | None:
     if ts is None:
         return None
     if ts.tzinfo is None:
-        return ts.replace(tzinfo=dt.UTC)
+        ts = ts.replace(tzinfo=dt.UTC)
     try:
-        ts.astimezone(dt.UTC)
+        utc = ts.astimezone(dt.UTC).replace(tzinfo=None)
     except OverflowError as exc:
         raise ValueError("out of range once in UTC (years 1 to 9999)") from exc
+    if utc in (dt.datetime.min, dt.datetime.max):
+        # The database driver writes these two as -infinity and infinity.
+        raise ValueError("0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z are not times")
     return ts
 
 
@@ -166,6 +169,9 @@ class SearchIn(BaseModel):
     def _text(cls, v: str | None) -> str | None:
         if v is not None:
             _check_text(v, "q")
+            if not v.strip():
+                # An event of blank text is not embedded either: nothing to compare with.
+                raise ValueError("q is blank; give some text to search for")
         return v
 
     vector: FiniteVector | None = None

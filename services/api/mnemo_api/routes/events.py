@@ -127,6 +127,8 @@ class CreateEventFastPath(Route):
 
 def _accepted_event(scope: Scope, body: bytes, dim: int) -> events.NewEvent | None:
     """The event, when FastAPI's route would accept it as it is; else None."""
+    if scope.get("query_string"):
+        return None  # the route takes none: FastAPI's to refuse (params.known_query)
     ctype = b""
     for name, value in scope["headers"]:
         if name == b"content-type":

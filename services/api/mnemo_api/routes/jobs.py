@@ -27,8 +27,12 @@ def _cursor(created: dt.datetime, ident: uuid.UUID) -> str:
 def _parse_cursor(text: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         created, ident = base64.urlsafe_b64decode(text.encode()).decode().split("|")
-        return dt.datetime.fromisoformat(created), uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError) as exc:
+        at = dt.datetime.fromisoformat(created)
+        if at.tzinfo is None:
+            raise ValueError("no time zone")
+        at.astimezone(dt.UTC)  # the database's range: OverflowError beyond it
+        return at, uuid.UUID(ident)
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise HTTPException(422, "query.cursor: not a cursor returned by this API") from exc
 
 
