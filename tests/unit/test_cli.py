@@ -156,3 +156,36 @@ def test_errors_are_json_with_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_an_empty_event_is_refused_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(["--url", "http://127.0.0.1:1", "events", "add", "  "], capsys)
     assert code == 2 and "text is empty" in err and "cannot reach" not in err
+
+
+@pytest.mark.parametrize(
+    ("pair", "value"),
+    [
+        ("n=42", 42),
+        ("ok=true", True),
+        ("none=null", None),
+        ('obj={"a":1}', {"a": 1}),
+        ("word=garden", "garden"),
+        # Kept as typed: JSON would write these back otherwise (and a filter on the text
+        # would then never match), or they are not JSON at all (the API refuses NaN).
+        ("version=1.10", "1.10"),
+        ("e=1e3", "1e3"),
+        ("x=NaN", "NaN"),
+        ("y=-Infinity", "-Infinity"),
+    ],
+)
+def test_metadata_values_are_json_only_when_they_read_back_the_same(
+    pair: str, value: object
+) -> None:
+    from mnemo_cli.main import _meta
+
+    key = pair.partition("=")[0]
+    assert _meta([pair]) == {key: value}
+    assert json.dumps(_meta([pair]))  # always sendable
+
+
+def test_a_bad_filter_pair_names_the_filter_option() -> None:
+    from mnemo_cli.main import _meta
+
+    with pytest.raises(SystemExit, match="--filter wants key=value"):
+        _meta(["bad"], "--filter")

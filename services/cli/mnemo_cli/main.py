@@ -30,16 +30,29 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True)
 
 
-def _meta(pairs: list[str]) -> dict[str, Any]:
+def _not_json(name: str) -> Any:
+    raise ValueError(name)  # NaN and Infinity: not JSON, the API refuses them
+
+
+def _value(text: str) -> Any:
+    """A K=V value: JSON when it is JSON (true, null, {"a": 1}, 42), else the text. A
+    number stays text unless JSON writes it back the same (1.10 and 1e3 stay as typed)."""
+    try:
+        value = json.loads(text, parse_constant=_not_json)
+    except ValueError:
+        return text
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value if json.dumps(value) == text.strip() else text
+    return value
+
+
+def _meta(pairs: list[str], flag: str = "--meta") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in pairs:
         key, sep, value = p.partition("=")
         if not sep or not key:
-            raise SystemExit(f"mnemo: --meta wants key=value, got {p!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
+            raise SystemExit(f"mnemo: {flag} wants key=value, got {p!r}")
+        out[key] = _value(value)
     return out
 
 
@@ -148,7 +161,7 @@ def cmd_jobs_list(args: argparse.Namespace, c: Client) -> int:
 def cmd_search(args: argparse.Namespace, c: Client) -> int:
     params: dict[str, Any] = {"q": args.text, "limit": args.limit}
     if args.filter:
-        params["filter_metadata"] = json.dumps(_meta(args.filter))
+        params["filter_metadata"] = json.dumps(_meta(args.filter, "--filter"))
     data = c.get("/v1/search", params=params)
 
     def human(d: dict[str, Any]) -> None:
@@ -301,7 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("events", help="store events").add_subparsers(dest="sub", required=True)
     add = ev.add_parser("add", help="store a note; its embedding is queued")
     add.add_argument("text")
-    add.add_argument("--meta", action="append", metavar="K=V", help="metadata (repeatable)")
+    add.add_argument(
+        "--meta",
+        action="append",
+        metavar="K=V",
+        help="metadata (repeatable); V is JSON when it is (42, true, {...}), else text",
+    )
     add.set_defaults(fn=cmd_events_add)
 
     jb = sub.add_parser("jobs", help="inspect jobs").add_subparsers(dest="sub", required=True)
