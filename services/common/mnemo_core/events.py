@@ -151,7 +151,10 @@ async def search(
     ts_start: dt.datetime | None,
     ts_end: dt.datetime | None,
     ef_search: int,
+    exact_below_bytes: int = 0,
 ) -> list[dict[str, Any]]:
+    """Nearest events first; an exact scan while the table is smaller than
+    ``exact_below_bytes``, else the HNSW index."""
     async with conn.transaction():
         # Iterative scans keep HNSW recall when filters discard many neighbours (pgvector 0.8).
         # One round trip for both settings (a simple query may hold several statements).
@@ -160,7 +163,14 @@ async def search(
             "SET LOCAL hnsw.iterative_scan = relaxed_order"
         )
         rows = await conn.fetch(
-            Q["search_events"], vector, model, metadata, ts_start, ts_end, limit
+            Q["search_events"],
+            vector,
+            model,
+            metadata,
+            ts_start,
+            ts_end,
+            limit,
+            exact_below_bytes,
         )
     # relaxed_order may return rows slightly out of order; put them back by score.
     return sorted(

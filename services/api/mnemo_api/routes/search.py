@@ -39,6 +39,7 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
             ts_start=body.ts_start,
             ts_end=body.ts_end,
             ef_search=st.settings.search_ef,
+            exact_below_bytes=int(st.settings.search_exact_below_mb * 1024 * 1024),
         )
     return {
         "results": results,

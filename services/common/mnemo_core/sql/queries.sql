@@ -150,17 +150,36 @@ SELECT id FROM events WHERE job_id = $1 AND embedding_status = 'cancelled';
 
 -- search_events --
 -- Nearest events to vector $1 by cosine, made by model $2, filtered by metadata containment $3,
--- time range [$4, $5]; $6 results.
-SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, job_id, created_at,
-       1 - (embedding <=> $1) AS score
-FROM events
-WHERE embedding IS NOT NULL
-  AND embedding_model = $2
-  AND ($3::jsonb IS NULL OR metadata @> $3::jsonb)
-  AND ($4::timestamptz IS NULL OR "timestamp" >= $4)
-  AND ($5::timestamptz IS NULL OR "timestamp" <= $5)
-ORDER BY embedding <=> $1
-LIMIT $6;
+-- time range [$4, $5]; $6 results. While the table is smaller than $7 bytes every candidate
+-- is compared (the first branch: its ORDER BY is not the index's): HNSW misses neighbours on
+-- small, skewed data (a few distinct events, then thousands of near-identical ones), where
+-- an exact scan costs a few milliseconds. Only one branch runs: the other's one-time filter
+-- is false. The size is the table's files, always current, where the statistics' row
+-- counts lag, survive TRUNCATE and are lost in a crash.
+WITH small AS (SELECT pg_relation_size('events') < $7 AS yes)
+(SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, job_id,
+        created_at, 1 - (embedding <=> $1) AS score
+ FROM events
+ WHERE (SELECT yes FROM small)
+   AND embedding IS NOT NULL
+   AND embedding_model = $2
+   AND ($3::jsonb IS NULL OR metadata @> $3::jsonb)
+   AND ($4::timestamptz IS NULL OR "timestamp" >= $4)
+   AND ($5::timestamptz IS NULL OR "timestamp" <= $5)
+ ORDER BY score DESC
+ LIMIT $6)
+UNION ALL
+(SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, job_id,
+        created_at, 1 - (embedding <=> $1) AS score
+ FROM events
+ WHERE NOT (SELECT yes FROM small)
+   AND embedding IS NOT NULL
+   AND embedding_model = $2
+   AND ($3::jsonb IS NULL OR metadata @> $3::jsonb)
+   AND ($4::timestamptz IS NULL OR "timestamp" >= $4)
+   AND ($5::timestamptz IS NULL OR "timestamp" <= $5)
+ ORDER BY embedding <=> $1
+ LIMIT $6);
 
 -- ============================== queues ==============================
 
