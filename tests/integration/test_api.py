@@ -77,6 +77,14 @@ async def test_event_lifecycle(api: httpx.AsyncClient, dsn: str) -> None:
     assert ev["embedding_status"] == "done" and ev["embedding_model"] == MODEL
     r = await api.patch(f"/v1/events/{body['event_id']}/metadata", json={"metadata": {"u": 2}})
     assert r.json()["metadata"] == {"t": 1, "u": 2}
+    # Keys are removed by name (null is a value like any other), then the rest is merged.
+    patch = {"metadata": {"u": None, "v": 3}, "remove": ["t", "absent"]}
+    r = await api.patch(f"/v1/events/{body['event_id']}/metadata", json=patch)
+    assert r.json()["metadata"] == {"u": None, "v": 3}
+    r = await api.patch(f"/v1/events/{body['event_id']}/metadata", json={"remove": ["u"]})
+    assert r.json()["metadata"] == {"v": 3}
+    r = await api.patch(f"/v1/events/{body['event_id']}/metadata", json={})
+    assert r.status_code == 422 and "keys to remove" in r.json()["detail"], r.json()
     assert (await api.delete(f"/v1/events/{body['event_id']}")).status_code == 204
     assert (await api.get(f"/v1/events/{body['event_id']}")).status_code == 404
 
@@ -175,6 +183,17 @@ async def test_unknown_query_parameters_are_refused(api: httpx.AsyncClient) -> N
     assert r.status_code == 422 and r.json()["detail"].startswith("query.wait"), r.json()
     assert (await api.get("/v1/jobs", params={"limit": 1})).status_code == 200
     assert (await api.post("/v1/events", json={"content": {"text": "a"}})).status_code == 202
+
+
+async def test_validation_messages_are_the_validators_own_words(api: httpx.AsyncClient) -> None:
+    """No "Value error, " from pydantic, and a check of the whole query names the query."""
+    r = await api.get(
+        "/v1/search", params={"q": "x", "ts_start": "2026-02-01", "ts_end": "2026-01-01"}
+    )
+    assert r.status_code == 422
+    assert r.json()["detail"] == "query: ts_start is after ts_end", r.json()
+    r = await api.post("/v1/search", json={"q": "x", "vector": [1.0]})
+    assert r.json()["detail"] == "body: give exactly one of q (text) or vector", r.json()
 
 
 async def test_a_cursor_beyond_the_databases_dates_is_not_a_cursor(

@@ -307,7 +307,7 @@ async def test_archive_form_fields_are_checked_by_name(
                 "files": [{"path": "a.cob", "content": "", "language": "cobol"}],
             },
             422,
-            "body.files.0.language: Value error, unknown language 'cobol'; one of c, cpp,",
+            "body.files.0.language: unknown language 'cobol'; one of c, cpp,",
         ),
         (
             {"repository": "shop", "files": [{"path": "a", "content": "", "language": "../../x"}]},

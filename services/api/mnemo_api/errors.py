@@ -73,7 +73,12 @@ def _described(e: dict[str, Any]) -> dict[str, str]:
         reason = (e.get("ctx") or {}).get("error")
         because = f": {reason}" if reason else ""
         return {"field": "body", "message": f"invalid JSON{where}{because}"}
-    return {"field": _field(loc), "message": e.get("msg", "invalid")}
+    return {"field": _field(loc), "message": message_of(e)}
+
+
+def message_of(e: dict[str, Any]) -> str:
+    # pydantic words a validator's own ValueError "Value error, <what it said>".
+    return str(e.get("msg", "invalid")).removeprefix("Value error, ")
 
 
 async def _invalid(req: Request, exc: Exception) -> JSONResponse:
@@ -92,7 +97,7 @@ async def _model_invalid(_req: Request, exc: Exception) -> JSONResponse:
     """A model built inside a route (e.g. from query parameters) refused its input."""
     assert isinstance(exc, ValidationError)
     errors = [
-        {"field": "query." + _field(e.get("loc", ())), "message": e.get("msg", "invalid")}
+        {"field": ".".join(["query", *map(str, e.get("loc", ()))]), "message": message_of(e)}
         for e in exc.errors()
     ]
     first = errors[0]

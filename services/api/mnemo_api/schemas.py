@@ -151,7 +151,24 @@ class BatchAccepted(BaseModel):
 
 class MetadataPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    # Top-level keys to take out (a key set to null is kept, as null).
+    remove: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=1000
+    )
+
+    @field_validator("remove")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            _check_text(key, "remove")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> MetadataPatch:
+        if not self.model_fields_set:
+            raise ValueError("give metadata to merge, keys to remove, or both")
+        return self
 
     @field_validator("metadata")
     @classmethod

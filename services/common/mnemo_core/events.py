@@ -124,9 +124,13 @@ async def get(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]:
 
 
 async def merge_metadata(
-    conn: asyncpg.Connection, event_id: uuid.UUID, patch: dict[str, Any]
+    conn: asyncpg.Connection,
+    event_id: uuid.UUID,
+    patch: dict[str, Any],
+    remove: list[str] | None = None,
 ) -> dict[str, Any]:
-    row = await conn.fetchrow(Q["merge_event_metadata"], event_id, patch)
+    """Remove the keys ``remove``, then merge ``patch`` in (top level)."""
+    row = await conn.fetchrow(Q["merge_event_metadata"], event_id, patch, remove or [])
     if row is None:
         raise NotFound("event", event_id)
     return to_json(row)

@@ -193,9 +193,10 @@ async def get_event(event_id: uuid.UUID, st: AppState = Depends(state)) -> dict[
 async def patch_metadata(
     event_id: uuid.UUID, body: MetadataPatch, st: AppState = Depends(state)
 ) -> dict[str, Any]:
-    """Merge keys into the event's metadata (top level; a key given replaces its value)."""
+    """Merge keys into the event's metadata (top level; a key given replaces its value) after
+    removing the keys listed in ``remove``."""
     async with st.pool.acquire() as conn:
-        return await events.merge_metadata(conn, event_id, body.metadata)
+        return await events.merge_metadata(conn, event_id, body.metadata, body.remove)
 
 
 @router.delete("/{event_id}", status_code=204)

@@ -107,8 +107,8 @@ SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, em
 FROM events WHERE id = $1;
 
 -- merge_event_metadata --
--- Merge $2 into the metadata of event $1; returns the event.
-UPDATE events SET metadata = metadata || $2::jsonb WHERE id = $1
+-- Remove top-level keys $3 from the metadata of event $1, then merge $2 in; returns the event.
+UPDATE events SET metadata = (metadata - $3::text[]) || $2::jsonb WHERE id = $1
 RETURNING id, "timestamp", content, metadata, embedding_model, embedding_status,
           embedding_error, job_id, created_at, embedding IS NOT NULL AS has_embedding;
 
