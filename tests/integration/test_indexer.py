@@ -409,6 +409,9 @@ RESOLUTION_FILES = {
     "  pub fn new() -> Self { Self::make() }\n  fn make() -> Point { Point { x: 0.0 } }\n"
     "  pub fn len(&self) -> f64 { self.sq() }\n  fn sq(&self) -> f64 { self.x }\n}\n"
     "struct Q;\nimpl Q {\n  fn sq(&self) -> f64 { 2.0 }\n}\n",
+    # Go: calls through the method's receiver, whatever its name.
+    "server/server.go": "package server\ntype Server struct{}\n"
+    "func (srv *Server) Start() { srv.init() }\nfunc (s *Server) init() {}\n",
     # JavaScript: a module required by an index.js, called by its name.
     "lib/index.js": "const sort = require('./sort')\nfunction run(xs) { return sort(xs) }\n"
     "module.exports = run\n",
@@ -435,6 +438,7 @@ RESOLUTION_FILES = {
         ("src.geo.Point.new", [("src.geo.Point.make", True)]),
         ("src.geo.Point.len", [("src.geo.Point.sq", True)]),
         ("lib.run", [("lib.sort.sort", True)]),
+        ("server.server.Server.Start", [("server.server.Server.init", True)]),
     ],
 )
 async def test_calls_resolve_as_each_language_scopes_names(

@@ -204,6 +204,7 @@ def call_candidates(
     scopes: tuple[str, ...] = (),
     aliases: dict[str, str] | None = None,
     caller: str | None = None,
+    receiver: str = "",
 ) -> tuple[tuple[str, ...], str | None]:
     """Where a call might land, best first, and the bare name for a last-resort unique match.
 
@@ -231,12 +232,13 @@ def call_candidates(
             language=language,
             scopes=scopes,
             caller=caller,
+            receiver=receiver,
         )
         return (".".join([aliases[parts[0]], *parts[1:]]), *cands), bare
     parent = _unsuffixed(parent) if parent else parent
     head, rest = parts[0], parts[1:]
     cands: list[str] = []
-    if head.lstrip("@") in SELF_NAMES or head in SELF_NAMES:
+    if head.lstrip("@") in SELF_NAMES or head in SELF_NAMES or (receiver and head == receiver):
         if rest and parent:
             cands.append(f"{parent}.{'.'.join(rest)}")
         return tuple(dict.fromkeys(cands)), rest[-1] if len(rest) == 1 else None
@@ -328,6 +330,7 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
                 scopes=enclosing_scopes(source) if parsed.language in NAMESPACED else (),
                 aliases=aliases,
                 caller=source,
+                receiver=c.receiver,
             )
             add(EdgeRow(source, "calls", callee, cands, bare, line))
     return list(edges.values())

@@ -218,6 +218,18 @@ def _split_by_line(
     return piece_calls, piece_branches
 
 
+def _receiver(node: Any, src: bytes) -> str:
+    """The name a Go method's receiver is bound to (``s`` in ``func (s *Server) f()``)."""
+    receiver = node.child_by_field_name("receiver") if node is not None else None
+    if receiver is None:
+        return ""
+    for param in receiver.named_children:
+        name = param.child_by_field_name("name")
+        if name is not None:
+            return src[name.start_byte : name.end_byte].decode("utf-8", "replace")
+    return ""
+
+
 def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_SortKey, Chunk]]):
     first, last = unit.start_line, unit.end_line
     lines = layout.lines
@@ -236,6 +248,7 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
             call_lines=call_lines,
             complexity=1 + len(unit.branches),
             parent_qualified_name=unit.parent_qn,
+            receiver=_receiver(unit.node, layout.src),
         )
         out.append(((first, -last, len(out)), chunk))
         return
@@ -256,6 +269,7 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
             call_lines=call_lines,
             complexity=1 + piece_branches[k],
             parent_qualified_name=unit.parent_qn,
+            receiver=_receiver(unit.node, layout.src),
         )
         out.append(((group[0], -group[-1], len(out)), chunk))
 

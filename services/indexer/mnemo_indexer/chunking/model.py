@@ -56,6 +56,8 @@ class Chunk:
     parent_qualified_name: str | None
     #: Line of the first call of each of ``calls`` (same order).
     call_lines: tuple[int, ...] = ()
+    #: The name a method's receiver is bound to (Go's ``s`` in ``func (s *Server) f()``).
+    receiver: str = ""
 
     @property
     def line_count(self) -> int:
@@ -94,6 +96,7 @@ def make_chunk(
     call_lines: tuple[int, ...] = (),
     complexity: int = 1,
     parent_qualified_name: str | None = None,
+    receiver: str = "",
 ) -> Chunk:
     """Build a :class:`Chunk`, computing its content hash."""
     return Chunk(
@@ -110,6 +113,7 @@ def make_chunk(
         content_hash=sha256_hex(content),
         parent_qualified_name=parent_qualified_name,
         call_lines=call_lines,
+        receiver=receiver,
     )
 
 
