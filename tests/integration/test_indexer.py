@@ -409,6 +409,12 @@ RESOLUTION_FILES = {
     "  pub fn new() -> Self { Self::make() }\n  fn make() -> Point { Point { x: 0.0 } }\n"
     "  pub fn len(&self) -> f64 { self.sq() }\n  fn sq(&self) -> f64 { self.x }\n}\n"
     "struct Q;\nimpl Q {\n  fn sq(&self) -> f64 { 2.0 }\n}\n",
+    # TypeScript: named, renamed and namespace imports.
+    "web/shapes.ts": "export class Rect {\n  static square(n: number) { return n }\n}\n"
+    "export function area(n: number) { return n }\n",
+    "web/geo/index.ts": "export namespace Geo {\n  export function dist() { return 0 }\n}\n",
+    "web/app.ts": "import { Rect, area as A } from './shapes'\nimport * as S from './geo'\n"
+    "function main() { Rect.square(2); A(1); S.Geo.dist() }\n",
     # Go: calls through the method's receiver, whatever its name.
     "server/server.go": "package server\ntype Server struct{}\n"
     "func (srv *Server) Start() { srv.init() }\nfunc (s *Server) init() {}\n",
@@ -439,6 +445,14 @@ RESOLUTION_FILES = {
         ("src.geo.Point.len", [("src.geo.Point.sq", True)]),
         ("lib.run", [("lib.sort.sort", True)]),
         ("server.server.Server.Start", [("server.server.Server.init", True)]),
+        (
+            "web.app.main",
+            [
+                ("web.shapes.Rect.square", True),
+                ("web.shapes.area", True),
+                ("web.geo.Geo.dist", True),
+            ],
+        ),
     ],
 )
 async def test_calls_resolve_as_each_language_scopes_names(

@@ -302,7 +302,11 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
     imports = tuple(
         dict.fromkeys(c for i in parsed.imports for c in resolve_import(parsed.path, i))
     )
-    aliases = dict(parsed.aliases)
+    aliases = {
+        name: ".".join([*resolve_import(parsed.path, module)[:1], *([member] if member else [])])
+        for name, module, member in parsed.aliases
+        if resolve_import(parsed.path, module)
+    }
     edges: dict[tuple[str, str, str], EdgeRow] = {}
 
     def add(e: EdgeRow) -> None:

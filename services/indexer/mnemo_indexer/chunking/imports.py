@@ -22,8 +22,10 @@ class ImportContext:
     src: bytes
     module: str  # module path of the importing file
     is_package: bool  # the file is a package entry (__init__.py)
-    # Names bound by ``import a.b as x`` / ``from a import b as x``: x -> a.b (Python).
-    aliases: dict[str, str] = field(default_factory=dict)
+    # Names an import binds to something of another name: Python's ``import a.b as x`` and
+    # ``from a import b as x``; JavaScript's ``import { b as x } from './a'`` and
+    # ``import * as x from './a'``: x -> (the module as written, the member or "").
+    aliases: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def node_text(src: bytes, node: Any) -> str:
@@ -46,7 +48,7 @@ def _py_dotted(ctx: ImportContext, node: Any, module: str = "") -> str:
         name = node_text(ctx.src, inner)
         alias = node.child_by_field_name("alias")
         if alias is not None:
-            ctx.aliases[node_text(ctx.src, alias)] = f"{module}.{name}" if module else name
+            ctx.aliases[node_text(ctx.src, alias)] = (module, name) if module else (name, "")
         return name
     return node_text(ctx.src, node)
 
@@ -91,7 +93,29 @@ def js_source(ctx: ImportContext, node: Any) -> list[str]:
         for child in node.named_children:
             if child.type == "import_require_clause":
                 source = child.child_by_field_name("source")
-    return [unquote(node_text(ctx.src, source))] if source is not None else []
+    if source is None:
+        return []
+    module = unquote(node_text(ctx.src, source))
+    for clause in node.named_children:
+        if clause.type == "import_clause":
+            _js_bindings(ctx, clause, module)
+    return [module]
+
+
+def _js_bindings(ctx: ImportContext, clause: Any, module: str) -> None:
+    """``{ b }`` and ``{ b as x }`` bind a member of the module, ``* as x`` the module."""
+    for part in clause.named_children:
+        if part.type == "namespace_import":
+            for ident in part.named_children:
+                ctx.aliases[node_text(ctx.src, ident)] = (module, "")
+        elif part.type == "named_imports":
+            for spec in part.named_children:
+                name = spec.child_by_field_name("name")
+                if spec.type != "import_specifier" or name is None:
+                    continue
+                alias = spec.child_by_field_name("alias")
+                bound = node_text(ctx.src, alias if alias is not None else name)
+                ctx.aliases[bound] = (module, node_text(ctx.src, name))
 
 
 def path_field(ctx: ImportContext, node: Any) -> list[str]:

@@ -73,8 +73,9 @@ class ParsedFile:
     imports: tuple[str, ...]
     chunks: tuple[Chunk, ...]
     content_hash: str
-    # Import aliases (Python's ``as``): the name bound in the file -> what it imports.
-    aliases: tuple[tuple[str, str], ...] = ()
+    # Names imports bind (Python's ``as``; JavaScript's ``{ b }``, ``* as x``): each with
+    # the module as written and the member it names ("" for the module itself).
+    aliases: tuple[tuple[str, str, str], ...] = ()
 
 
 def sha256_hex(text: str) -> str:

@@ -205,7 +205,7 @@ class _FileWalker:
 
     # -- top level -----------------------------------------------------------
 
-    def run(self) -> tuple[tuple[str, ...], list[Chunk], tuple[tuple[str, str], ...]]:
+    def run(self) -> tuple[tuple[str, ...], list[Chunk], tuple[tuple[str, str, str], ...]]:
         import tree_sitter
 
         tree = get_parser(self.language).parse(self.src)
@@ -234,7 +234,7 @@ class _FileWalker:
         )
         chunks = build_chunks(self.units, layout)
         self.imports.sort(key=lambda item: item[0])
-        aliases = tuple(self.import_ctx.aliases.items())
+        aliases = tuple((k, *v) for k, v in self.import_ctx.aliases.items())
         return dedupe([name for _, name in self.imports if name]), chunks, aliases
 
     # -- units -----------------------------------------------------------------
@@ -541,8 +541,8 @@ class _FileWalker:
 
 def chunk_code(
     path: str, text: str, language: str, max_lines: int
-) -> tuple[tuple[str, ...], list[Chunk], tuple[tuple[str, str], ...]]:
-    """Imports, chunks and import aliases (``as`` names, Python) of a source file in a
+) -> tuple[tuple[str, ...], list[Chunk], tuple[tuple[str, str, str], ...]]:
+    """Imports, chunks and import bindings (name, module as written, member) of a file in a
     tree-sitter supported language.
 
     Raises ``ImportError`` when the grammar package is not installed.
