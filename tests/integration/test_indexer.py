@@ -466,6 +466,30 @@ async def test_calls_resolve_as_each_language_scopes_names(
     assert got == sorted(callees)
 
 
+async def test_a_call_path_goes_through_a_constructor(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    files = {
+        "geo/shapes.py": "from geo.util import add\n\n\nclass Circle:\n"
+        "    def __init__(self, r):\n        self.r = self.setup(r)\n\n"
+        "    def setup(self, r):\n        return add(r, r)\n",
+        "geo/util.py": "def add(a, b):\n    return a + b\n",
+        "geo/main.py": "from geo.shapes import Circle\n\n\ndef main():\n    return Circle(2)\n",
+    }
+    await submit(pool, files)
+    await drain(pool, parser)
+    async with pool.acquire() as conn:
+        chain = await graphs.call_path(conn, "shop", "geo.main.main", "geo.util.add", max_depth=6)
+    assert chain is not None
+    assert [c["qualified_name"] for c in chain] == [
+        "geo.main.main",
+        "geo.shapes.Circle",
+        "geo.shapes.Circle.__init__",
+        "geo.shapes.Circle.setup",
+        "geo.util.add",
+    ]
+
+
 async def test_next_read_is_parsed_while_the_last_message_in_hand_is_written(
     pool: asyncpg.Pool, parser: ParsePool
 ) -> None:

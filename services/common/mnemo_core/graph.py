@@ -143,13 +143,14 @@ async def call_path(
     conn: asyncpg.Connection, repository: str, source: str, target: str, *, max_depth: int
 ) -> list[dict[str, Any]] | None:
     """The shortest chain of resolved calls from ``source`` to ``target``, or None (no chain
-    of at most ``max_depth`` calls)."""
+    of at most ``max_depth`` steps). A class in the chain goes on to its constructor: a call
+    to the class runs it."""
     await _check_known(conn, repository, source, target)
     parent: dict[str, str | None] = {source: None}
     frontier = [source]
     for _ in range(max_depth):
         nxt: list[str] = []
-        for r in await conn.fetch(Q["edges_out"], repository, frontier, "calls", True):
+        for r in await conn.fetch(Q["call_steps"], repository, frontier):
             node = r["other"]
             if node not in parent:
                 parent[node] = r["source"]

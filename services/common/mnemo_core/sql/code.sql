@@ -314,6 +314,18 @@ FROM code_edges
 WHERE repository = $1 AND source = ANY($2::text[])
   AND ($3::text IS NULL OR relationship = $3) AND (NOT $4 OR target IS NOT NULL);
 
+-- call_steps --
+-- Where a call chain goes on from nodes $2 of repository $1: their resolved calls, and from a
+-- class (a call to it makes an instance) on to its constructors.
+SELECT e.source, e.target AS other
+FROM code_edges e
+WHERE e.repository = $1 AND e.source = ANY($2::text[]) AND e.target IS NOT NULL
+  AND (e.relationship = 'calls'
+       OR (e.relationship = 'contains' AND EXISTS (
+               SELECT 1 FROM code_chunks k
+               WHERE k.repository = $1 AND k.qualified_name = e.target
+                 AND k.kind = 'constructor')));
+
 -- edges_in --
 -- Edges arriving at nodes $2 in repository $1 ($3 relationship, NULL = all).
 SELECT target AS node, relationship, source AS other, true AS resolved
