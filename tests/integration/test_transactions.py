@@ -79,3 +79,33 @@ async def test_the_last_conflict_is_raised_after_the_attempts(rows: asyncpg.Pool
         await db.in_transaction(rows, work, attempts=3)
     assert attempts == 3
     assert await rows.fetchval("SELECT v FROM t WHERE id = 1") == 0
+
+
+async def test_a_frozen_transaction_stops_holding_other_writers(
+    dsn: str, rows: asyncpg.Pool
+) -> None:
+    """A worker stopped (SIGSTOP, a paused container) in the middle of its transaction held
+    the rows it had written (a job's counters) from every other writer for as long as it
+    stayed stopped. The server now ends such a session: the others go on, and the frozen
+    one's next statement fails as the database being unavailable (it backs off, retries)."""
+    assert await rows.fetchval("SHOW idle_in_transaction_session_timeout") == "30s"
+    frozen = await db.create_pool(
+        dsn, application_name="test-frozen", min_size=1, max_size=1, idle_in_transaction_s=1.0
+    )
+    try:
+        async with frozen.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+            started = asyncio.get_running_loop().time()
+            # Another writer of the same row gets through once the server ends the frozen
+            # session (it would wait for ever otherwise: no lock_timeout is set).
+            await asyncio.wait_for(rows.execute("UPDATE t SET v = v + 10 WHERE id = 1"), 10)
+            assert asyncio.get_running_loop().time() - started < 5
+            with pytest.raises(db.UNAVAILABLE_ERRORS):
+                await conn.execute("UPDATE t SET v = v + 100 WHERE id = 2")
+                await tx.commit()
+        assert await rows.fetchval("SELECT v FROM t WHERE id = 1") == 10  # rolled back: +1 gone
+        assert await rows.fetchval("SELECT v FROM t WHERE id = 2") == 0
+    finally:
+        await frozen.close()

@@ -35,7 +35,18 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     # ... and a connection killed mid-query by a server shutdown, on its way back to the
     # pool, as "another operation is in progress" (the pool then drops that connection).
     asyncpg.exceptions.InternalClientError,
+    # This process sat in a transaction past IDLE_IN_TRANSACTION_S (stopped, frozen): the
+    # server ended its session and rolled the transaction back.
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
 )
+
+# A service's session that sits in a transaction this long doing nothing is ended by the
+# server, its transaction rolled back and its locks released. No transaction of ours waits
+# on anything but the database in the middle, so only a process that is stopped or frozen
+# (SIGSTOP, a paused VM or container, a cut network that keeps the socket open) gets there;
+# its rows (a job's counters, events a redelivered message names) would otherwise hold
+# every other writer of them for as long as it stays frozen.
+IDLE_IN_TRANSACTION_S = 30.0
 
 # Errors PostgreSQL ends one of two conflicting transactions with (a deadlock, a
 # serialization failure): nothing was written, and the same transaction run again succeeds.
@@ -64,7 +75,12 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def create_pool(
-    dsn: str, *, application_name: str, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    *,
+    application_name: str,
+    min_size: int = 1,
+    max_size: int = 10,
+    idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
 ) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
@@ -74,7 +90,10 @@ async def create_pool(
             init=init_connection,
             reset=keep_session,
             command_timeout=60,
-            server_settings={"application_name": application_name[:63]},
+            server_settings={
+                "application_name": application_name[:63],
+                "idle_in_transaction_session_timeout": str(int(idle_in_transaction_s * 1000)),
+            },
         )
     except UNAVAILABLE_ERRORS as exc:
         raise DatabaseUnavailable(str(exc)) from exc
