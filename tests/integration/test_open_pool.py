@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -213,3 +216,38 @@ async def test_ready_answers_503_at_once_when_the_database_stops_answering(
         for p in stopped:
             os.kill(p.pid, signal.SIGCONT)
         await asyncio.to_thread(pg.stop)
+
+
+def _command_lines() -> list[bytes]:
+    out = []
+    for p in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            out.append(p.read_bytes())
+        except OSError:  # gone meanwhile
+            pass
+    return out
+
+
+def test_a_stale_pid_file_naming_another_live_process_does_not_stop_a_start(
+    tmp_path: Path,
+) -> None:
+    """The server was killed; its pid file stayed, and its PID now belongs to another live
+    process (here this test's own). `mnemo up` took that for a running server, waited for
+    it, and failed on every start until someone deleted the file."""
+    pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
+    pg.start()
+    try:
+        pidfile = pg.pgdata / "postmaster.pid"
+        lines = pidfile.read_text().splitlines(keepends=True)
+        os.kill(int(lines[0]), signal.SIGKILL)
+        for _ in range(100):  # until its children notice and exit
+            if not any(os.fsencode(pg.pgdata) in argv for argv in _command_lines()):
+                break
+            time.sleep(0.1)
+        pidfile.write_text("".join([f"{os.getpid()}\n", *lines[1:]]))
+        assert not pg.running()
+        pg.start()
+        assert pg.running()
+        assert int(pidfile.read_text().splitlines()[0]) != os.getpid()
+    finally:
+        pg.stop()

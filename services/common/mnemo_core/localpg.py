@@ -126,7 +126,23 @@ class LocalPostgres:
             os.kill(pid, 0)
         except (ValueError, IndexError, ProcessLookupError, PermissionError):
             return False
-        return True
+        return self._is_our_server(pid)
+
+    def _is_our_server(self, pid: int) -> bool:
+        """A pid file outlives a server killed or lost in a reboot, and its PID can be another
+        process's by then (which a signal cannot tell, as root): where Linux shows what a
+        process is, it must be a postgres of this data directory. PostgreSQL then takes the
+        file over as stale when it starts."""
+        proc = Path("/proc")
+        if not proc.is_dir():
+            return True  # no way to tell here: trust the signal
+        try:
+            argv = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            return False  # gone since the signal
+        except OSError:
+            return True
+        return Path(os.fsdecode(argv[0])).name == "postgres" and os.fsencode(self.pgdata) in argv
 
     # -- steps -----------------------------------------------------------------------
 
