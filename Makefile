@@ -46,7 +46,7 @@ tools: ## install what tests need from Debian if missing: chromium, chromedriver
 	fi
 
 run: $(STAMP) ## start embedded PostgreSQL, the API on 127.0.0.1:8000 and the workers
-	$(BIN)/mnemo up
+	@$(BIN)/mnemo up
 
 lint: $(STAMP) tools ## ruff (lint and format), mypy, and the compose file (docker-compose config)
 	$(BIN)/ruff check .

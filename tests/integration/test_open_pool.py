@@ -251,3 +251,28 @@ def test_a_stale_pid_file_naming_another_live_process_does_not_stop_a_start(
         assert int(pidfile.read_text().splitlines()[0]) != os.getpid()
     finally:
         pg.stop()
+
+
+async def test_the_supervisor_starts_its_embedded_postgres_again(tmp_path: Path) -> None:
+    """`mnemo up` restarted a child that died, but not PostgreSQL: once it was killed (the
+    OOM killer, say), every request answered 503 until someone restarted it by hand."""
+    from mnemo_cli.runner import Supervisor
+
+    pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
+    await asyncio.to_thread(pg.start)
+    supervisor = Supervisor([], json_output=True, database=pg)
+    running = asyncio.ensure_future(supervisor.run(grace_s=5))
+    try:
+        pid = int((pg.pgdata / "postmaster.pid").read_text().splitlines()[0])
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(300):
+            await asyncio.sleep(0.1)
+            if pg.running() and int((pg.pgdata / "postmaster.pid").read_text().split()[0]) != pid:
+                break
+        conn = await asyncio.wait_for(db.connect(pg.dsn(), application_name="test"), 30)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    finally:
+        supervisor.stop()
+        await asyncio.wait_for(running, 30)
+        await asyncio.to_thread(pg.stop)

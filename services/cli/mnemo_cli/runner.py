@@ -16,7 +16,9 @@ terminal's process group reaches only the supervisor, which stops them in order;
 the kernel
 (Linux ``PR_SET_PDEATHSIG``, see ``mnemo_core.service.die_with_parent``) for SIGTERM if
 the supervisor dies without that chance (SIGKILL, a crash). PostgreSQL is started by
-``pg_ctl`` as a daemon and survives such a death; the next ``mnemo up`` adopts it."""
+``pg_ctl`` as a daemon and survives such a death; the next ``mnemo up`` adopts it. An
+embedded PostgreSQL that stops while the supervisor runs (killed, out of memory) is started
+again, with the same backoff; the services reconnect by themselves."""
 
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Protocol
 
 import structlog
 
@@ -49,6 +52,15 @@ RESTART_MAX_DELAY_S = 30.0
 STABLE_AFTER_S = 30.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 TERMINAL_CHECK_S = 1.0
+DATABASE_CHECK_S = 2.0
+
+
+class Database(Protocol):
+    """The embedded PostgreSQL as the supervisor sees it (``LocalPostgres``)."""
+
+    def running(self) -> bool: ...
+
+    def start(self) -> str: ...
 
 
 @dataclass
@@ -92,8 +104,11 @@ def json_line(child: str, raw: bytes) -> str:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], *, json_output: bool) -> None:
+    def __init__(
+        self, children: list[Child], *, json_output: bool, database: Database | None = None
+    ) -> None:
         self.children = children
+        self.database = database
         self._stopping = asyncio.Event()
         self._json = json_output
         self._tty = not json_output and sys.stdout.isatty()
@@ -125,6 +140,26 @@ class Supervisor:
             if not all(os.isatty(fd) for fd in self._terminals):
                 log.info("terminal_closed")
                 self.stop()
+
+    async def _watch_database(self) -> None:
+        """Start the embedded PostgreSQL again when it has stopped under us."""
+        if self.database is None:
+            return
+        db = self.database
+        delay = 1.0
+        while not self._stopping.is_set():
+            await wait(self._stopping, DATABASE_CHECK_S)
+            if self._stopping.is_set() or await asyncio.to_thread(db.running):
+                continue
+            log.warning("postgres_exited", action="starting it again")
+            try:
+                await asyncio.to_thread(db.start)
+                log.info("postgres_restarted")
+                delay = 1.0
+            except (MnemoError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                log.error("postgres_restart_failed", error=str(exc), retry_in_s=delay)
+                await wait(self._stopping, delay)
+                delay = min(delay * 2, RESTART_MAX_DELAY_S)
 
     async def _start(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
@@ -194,6 +229,7 @@ class Supervisor:
         try:
             watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
             watchers.append(asyncio.create_task(self._watch_terminal()))
+            watchers.append(asyncio.create_task(self._watch_database()))
             await self._stopping.wait()
             log.info("stopping_children")
             await self._terminate(grace_s)
@@ -295,7 +331,7 @@ def up(settings: Settings) -> int:
                 database="embedded" if pg else "external",
             )
             children = plan(settings, dsn, json_output=json_output)
-            supervisor = Supervisor(children, json_output=json_output)
+            supervisor = Supervisor(children, json_output=json_output, database=pg)
             asyncio.run(supervisor.run(settings.grace_period_s + 5))
         except StopRequested as exc:
             log.info("stopped_while_starting", signal=str(exc))
