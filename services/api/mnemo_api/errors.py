@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -76,7 +77,7 @@ def _described(e: dict[str, Any]) -> dict[str, str]:
     return {"field": _field(loc), "message": message_of(e)}
 
 
-def message_of(e: dict[str, Any]) -> str:
+def message_of(e: Mapping[str, Any]) -> str:
     # pydantic words a validator's own ValueError "Value error, <what it said>".
     return str(e.get("msg", "invalid")).removeprefix("Value error, ")
 

@@ -224,7 +224,7 @@ def call_candidates(
     if aliases and parts[0] in aliases:
         # What the alias imports first; the rest as usual (`try: import _x as m` / `except
         # ImportError: from . import m` binds one name to either).
-        cands, bare = call_candidates(
+        usual, bare = call_candidates(
             callee,
             module=module,
             parent=parent,
@@ -234,7 +234,7 @@ def call_candidates(
             caller=caller,
             receiver=receiver,
         )
-        return (".".join([aliases[parts[0]], *parts[1:]]), *cands), bare
+        return (".".join([aliases[parts[0]], *parts[1:]]), *usual), bare
     parent = _unsuffixed(parent) if parent else parent
     head, rest = parts[0], parts[1:]
     cands: list[str] = []
