@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
-_known: dict[int, frozenset[str]] = {}  # route -> the query parameters it takes
+_KNOWN = "_mnemo_query_names"  # on each route, once worked out: the parameters it takes
 
 
 def _names(dependant: Any) -> set[str]:
@@ -28,9 +28,10 @@ async def known_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known = _known.get(id(route))
+    known: frozenset[str] | None = getattr(route, _KNOWN, None)
     if known is None:
-        known = _known[id(route)] = frozenset(_names(dependant))
+        known = frozenset(_names(dependant))
+        setattr(route, _KNOWN, known)
     unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in known]
     if unknown:
         takes = ", ".join(sorted(known)) or "none"
