@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     query_timeout_s: float = 10.0
     search_ef: int = 100
     # Event search compares every vector while the events table is smaller than this (about
-    # 8,000 events of a short text: exact answers in a few ms); the HNSW index beyond.
+    # 8,000 events of a short text: exact answers in under 10 ms); the HNSW index beyond.
     search_exact_below_mb: float = Field(default=16.0, ge=0)
     # Operations: /metrics without a key (else it needs X-API-Key like /v1), and how often
     # the API samples queue figures for /metrics and the /ui history.
