@@ -162,9 +162,12 @@ async def search(
     async with conn.transaction():
         # Iterative scans keep HNSW recall when filters discard many neighbours (pgvector 0.8).
         # One round trip for both settings (a simple query may hold several statements).
+        # No parallel workers: the plan of the exact branch (search_events) has a Gather,
+        # which starts its workers, ~8 ms, even when that branch's one-time filter is false.
         await conn.execute(
             f"SET LOCAL hnsw.ef_search = {max(int(ef_search), limit)}; "
-            "SET LOCAL hnsw.iterative_scan = relaxed_order"
+            "SET LOCAL hnsw.iterative_scan = relaxed_order; "
+            "SET LOCAL max_parallel_workers_per_gather = 0"
         )
         rows = await conn.fetch(
             Q["search_events"],
