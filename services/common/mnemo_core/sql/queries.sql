@@ -153,9 +153,10 @@ SELECT id FROM events WHERE job_id = $1 AND embedding_status = 'cancelled';
 -- time range [$4, $5]; $6 results. While the table is smaller than $7 bytes every candidate
 -- is compared (the first branch: its ORDER BY is not the index's): HNSW misses neighbours on
 -- small, skewed data (a few distinct events, then thousands of near-identical ones), where
--- an exact scan costs milliseconds (9 ms for 9,000 events on 2 cores). Only one branch runs: the other's one-time filter
--- is false. The size is the table's files, always current, where the statistics' row
--- counts lag, survive TRUNCATE and are lost in a crash.
+-- an exact scan costs milliseconds (9 ms for 9,000 events on 2 cores). Only one branch
+-- runs: the other's one-time filter is false (run it without parallel workers, which a
+-- Gather would start all the same: events.search). The size is the table's files, always
+-- current, where the statistics' row counts lag, survive TRUNCATE and are lost in a crash.
 WITH small AS (SELECT pg_relation_size('events') < $7 AS yes)
 (SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, job_id,
         created_at, 1 - (embedding <=> $1) AS score
