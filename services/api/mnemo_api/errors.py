@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -21,6 +20,7 @@ from mnemo_core.errors import (
     EmbedderUnavailable,
     InvalidInput,
     NotFound,
+    validation_message,
 )
 
 log = mlog.get(__name__)
@@ -74,12 +74,7 @@ def _described(e: dict[str, Any]) -> dict[str, str]:
         reason = (e.get("ctx") or {}).get("error")
         because = f": {reason}" if reason else ""
         return {"field": "body", "message": f"invalid JSON{where}{because}"}
-    return {"field": _field(loc), "message": message_of(e)}
-
-
-def message_of(e: Mapping[str, Any]) -> str:
-    # pydantic words a validator's own ValueError "Value error, <what it said>".
-    return str(e.get("msg", "invalid")).removeprefix("Value error, ")
+    return {"field": _field(loc), "message": validation_message(e)}
 
 
 async def _invalid(req: Request, exc: Exception) -> JSONResponse:
@@ -98,7 +93,10 @@ async def _model_invalid(_req: Request, exc: Exception) -> JSONResponse:
     """A model built inside a route (e.g. from query parameters) refused its input."""
     assert isinstance(exc, ValidationError)
     errors = [
-        {"field": ".".join(["query", *map(str, e.get("loc", ()))]), "message": message_of(e)}
+        {
+            "field": ".".join(["query", *map(str, e.get("loc", ()))]),
+            "message": validation_message(e),
+        }
         for e in exc.errors()
     ]
     first = errors[0]

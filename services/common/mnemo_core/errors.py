@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+
+def validation_message(error: Mapping[str, Any]) -> str:
+    """One pydantic error's message in the validator's own words (pydantic words a
+    validator's ValueError "Value error, <what it said>")."""
+    return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
 
 class MnemoError(Exception):
     """Base of every MnemoLite error."""

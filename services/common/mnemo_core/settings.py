@@ -9,6 +9,8 @@ from urllib.parse import quote
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mnemo_core.errors import validation_message
+
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # pgvector's HNSW index takes `vector` columns of at most 2,000 dimensions; the events and
 # code chunks are searched through one, so a larger model could store vectors but never
@@ -137,6 +139,6 @@ def describe(exc: ValidationError) -> str:
     parts = []
     for e in exc.errors():
         name = "MNEMO_" + "_".join(str(p) for p in e.get("loc", ())).upper()
-        msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
+        msg = validation_message(e)
         parts.append(f"{name}={e.get('input')!s}: {msg}")
     return "; ".join(parts)

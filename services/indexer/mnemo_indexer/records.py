@@ -303,9 +303,9 @@ def edge_rows(parsed: ParsedFile) -> list[EdgeRow]:
         dict.fromkeys(c for i in parsed.imports for c in resolve_import(parsed.path, i))
     )
     aliases = {
-        name: ".".join([*resolve_import(parsed.path, module)[:1], *([member] if member else [])])
+        name: f"{resolved[0]}.{member}" if member else resolved[0]
         for name, module, member in parsed.aliases
-        if resolve_import(parsed.path, module)
+        if (resolved := resolve_import(parsed.path, module))
     }
     edges: dict[tuple[str, str, str], EdgeRow] = {}
 

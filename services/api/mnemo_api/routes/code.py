@@ -13,13 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.datastructures import FormData, UploadFile
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
-from mnemo_api.errors import is_json_media_type, message_of, not_json, too_deep
+from mnemo_api.errors import is_json_media_type, not_json, too_deep
 from mnemo_api.schemas import SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
 from mnemo_core import graph as graphs
 from mnemo_core.db import in_transaction
-from mnemo_core.errors import EmbedderUnavailable, InvalidInput, NotFound
+from mnemo_core.errors import EmbedderUnavailable, InvalidInput, NotFound, validation_message
 from mnemo_core.queries import Q
 from mnemo_core.text import CHUNK_KINDS
 
@@ -194,7 +194,9 @@ def _archive_form(form: FormData, limit: int) -> tuple[ArchiveForm, UploadFile]:
         meta = ArchiveForm.model_validate({k: v for k, v in fields.items() if v != ""})
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidInput(".".join(["body", *map(str, first["loc"])]), message_of(first)) from exc
+        raise InvalidInput(
+            ".".join(["body", *map(str, first["loc"])]), validation_message(first)
+        ) from exc
     return meta, upload
 
 
@@ -272,7 +274,9 @@ async def index(request: Request, st: AppState = Depends(state)) -> dict[str, An
         body = IndexIn.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidInput(".".join(["body", *map(str, first["loc"])]), message_of(first)) from exc
+        raise InvalidInput(
+            ".".join(["body", *map(str, first["loc"])]), validation_message(first)
+        ) from exc
     return await _index(st, body, _check_files(body, st), [])
 
 

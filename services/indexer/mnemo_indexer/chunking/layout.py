@@ -233,6 +233,7 @@ def _receiver(node: Any, src: bytes) -> str:
 def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_SortKey, Chunk]]):
     first, last = unit.start_line, unit.end_line
     lines = layout.lines
+    receiver = _receiver(unit.node, layout.src)
     if last - first + 1 <= layout.max_lines:
         calls, call_lines = dedupe_calls(unit.calls)
         chunk = make_chunk(
@@ -248,7 +249,7 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
             call_lines=call_lines,
             complexity=1 + len(unit.branches),
             parent_qualified_name=unit.parent_qn,
-            receiver=_receiver(unit.node, layout.src),
+            receiver=receiver,
         )
         out.append(((first, -last, len(out)), chunk))
         return
@@ -269,7 +270,7 @@ def _emit_unit(unit: Unit, units: list[Unit], layout: Layout, out: list[tuple[_S
             call_lines=call_lines,
             complexity=1 + piece_branches[k],
             parent_qualified_name=unit.parent_qn,
-            receiver=_receiver(unit.node, layout.src),
+            receiver=receiver,
         )
         out.append(((group[0], -group[-1], len(out)), chunk))
 
