@@ -189,3 +189,39 @@ def test_a_bad_filter_pair_names_the_filter_option() -> None:
 
     with pytest.raises(SystemExit, match="--filter wants key=value"):
         _meta(["bad"], "--filter")
+
+
+def test_a_write_is_retried_once_with_the_same_idempotency_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first try gets no answer (the API may have stored it); the retry carries the same
+    key, so the API answers it from the first (tests/integration/test_idempotency.py)."""
+    import httpx
+
+    from mnemo_cli import main as cli
+    from mnemo_cli.client import ApiError, Client
+
+    keys: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers["Idempotency-Key"])
+        if len(keys) == 1:
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(202, json={"event_id": "e", "job_id": "j", "status": "queued"})
+
+    monkeypatch.setattr(cli, "RETRY_AFTER_S", 0.0)
+    c = Client("http://api.test")
+    c._http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(answer))
+    assert cli.post_once(c, "/v1/events", {"content": {"text": "x"}})["event_id"] == "e"
+    assert len(keys) == 2 and keys[0] == keys[1] and len(keys[0]) == 36
+    # An answer, even an error, is not retried; a new write has a new key.
+    keys.clear()
+    c._http = httpx.Client(
+        base_url="http://api.test",
+        transport=httpx.MockTransport(
+            lambda r: keys.append(r.headers["Idempotency-Key"]) or httpx.Response(503, json={})
+        ),
+    )
+    with pytest.raises(ApiError):
+        cli.post_once(c, "/v1/events", {"content": {"text": "x"}})
+    assert len(keys) == 1

@@ -46,6 +46,8 @@ class AppState:
     archive_thread: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="mnemo-archive")
     )
+    # When this process may next delete expired idempotency keys (monotonic seconds).
+    idempotency_purge_at: float = 0.0
 
 
 async def state(request: Request) -> AppState:

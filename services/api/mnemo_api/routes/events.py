@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 
+import asyncpg
 import numpy as np
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Response
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,10 +23,27 @@ from mnemo_api.schemas import (
     MetadataPatch,
 )
 from mnemo_api.state import AppState, state
-from mnemo_core import events
+from mnemo_core import events, idempotency
+from mnemo_core import logging as mlog
 from mnemo_core.db import in_transaction
+from mnemo_core.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+log = mlog.get(__name__)
+
+#: Expired idempotency keys are deleted at most this often per API process.
+PURGE_EVERY_S = 60.0
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        description="Any unique string (a UUID, say) of at most 255 printable ASCII "
+        "characters. Sent again with the same request (a retry after a lost answer), it "
+        "gets the first answer back, with `Idempotent-Replayed: true`, instead of storing "
+        "the events twice; with another request, a 422. Kept for MNEMO_IDEMPOTENCY_TTL_S.",
+    ),
+]
 
 
 def _to_new(ev: EventIn, dim: int, field: str) -> events.NewEvent:
@@ -47,14 +67,92 @@ async def _ingest(st: AppState, new: list[events.NewEvent]) -> events.Ingested:
         )
 
 
-async def _ingest_one(st: AppState, new: events.NewEvent) -> tuple[int, EventAccepted]:
-    done = await _ingest(st, [new])
+def _one_answer(done: events.Ingested) -> idempotency.Answer:
     accepted = EventAccepted(
         event_id=str(done.event_ids[0]),
         job_id=str(done.job_id) if done.job_id else None,
         status="queued" if done.queued else "stored",
     )
-    return (202 if done.queued else 201), accepted
+    return idempotency.Answer(202 if done.queued else 201, accepted.model_dump())
+
+
+def _batch_answer(done: events.Ingested) -> idempotency.Answer:
+    accepted = BatchAccepted(
+        job_id=str(done.job_id) if done.job_id else None,
+        event_ids=[str(i) for i in done.event_ids],
+        queued=done.queued,
+        status="queued" if done.queued else "stored",
+    )
+    return idempotency.Answer(202 if done.queued else 201, accepted.model_dump())
+
+
+def _key(raw: str) -> str:
+    """The key of an ``Idempotency-Key`` header: printable ASCII, in double quotes (the
+    IETF draft's structured-field string) or not."""
+    key = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+    if not (1 <= len(key) <= idempotency.MAX_KEY_CHARS and key.isascii() and key.isprintable()):
+        raise InvalidInput(
+            f"header.{idempotency.HEADER}",
+            f"must be 1 to {idempotency.MAX_KEY_CHARS} printable ASCII characters",
+        )
+    return key
+
+
+async def _accept(
+    st: AppState,
+    new: list[events.NewEvent],
+    answer_of: Callable[[events.Ingested], idempotency.Answer],
+    *,
+    key: str | None = None,
+    scope: str = "",
+    request: Any = None,
+    response: Response | None = None,
+) -> idempotency.Answer:
+    """Store the events (and queue them); with an idempotency key, only the first time."""
+    if key is None:
+        return answer_of(await _ingest(st, new))
+    claimed_key = _key(key)
+    fingerprint = idempotency.fingerprint(request)
+    ttl_s = st.settings.idempotency_ttl_s
+
+    async def once(conn: asyncpg.Connection) -> tuple[idempotency.Answer, bool]:
+        first = await idempotency.claim(conn, scope, claimed_key, fingerprint, ttl_s=ttl_s)
+        if first is not None:
+            return first, True
+        answer = answer_of(
+            await events.ingest(
+                conn,
+                new,
+                model=st.settings.embedding_model,
+                message_batch=st.settings.message_batch,
+            )
+        )
+        await idempotency.record(conn, scope, claimed_key, answer)
+        return answer, False
+
+    answer, replayed = await in_transaction(st.pool, once)
+    if replayed and response is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+    await _purge_expired_keys(st)
+    return answer
+
+
+async def _purge_expired_keys(st: AppState) -> None:
+    """Delete expired idempotency keys, at most every PURGE_EVERY_S in this process (at
+    once again after a purge that hit its batch limit). Best effort: the request's own
+    answer is committed by now, and a purge that fails is tried again later."""
+    now = time.monotonic()
+    if now < st.idempotency_purge_at:
+        return
+    st.idempotency_purge_at = now + PURGE_EVERY_S  # before the await: one purge at a time
+    try:
+        async with st.pool.acquire() as conn:
+            gone = await idempotency.purge(conn, ttl_s=st.settings.idempotency_ttl_s)
+    except Exception as exc:  # never turns a stored write into an error
+        log.warning("idempotency_purge_failed", error=str(exc) or type(exc).__name__)
+        return
+    if gone >= idempotency.PURGE_BATCH:
+        st.idempotency_purge_at = 0.0
 
 
 @router.post(
@@ -64,13 +162,25 @@ async def _ingest_one(st: AppState, new: events.NewEvent) -> tuple[int, EventAcc
     responses={201: {"model": EventAccepted, "description": "stored without queueing"}},
 )
 async def create_event(
-    body: EventIn, response: Response, st: AppState = Depends(state)
+    body: EventIn,
+    response: Response,
+    st: AppState = Depends(state),
+    idempotency_key: IdempotencyKey = None,
 ) -> EventAccepted:
     """Store an event and queue its embedding (202), or store it at once (201) when it
-    carries its own embedding or has no text to embed."""
-    status, accepted = await _ingest_one(st, _to_new(body, st.settings.embedding_dim, "body"))
-    response.status_code = status
-    return accepted
+    carries its own embedding or has no text to embed. With an ``Idempotency-Key``, a
+    repeat of the request answers as the first one did and stores nothing."""
+    answer = await _accept(
+        st,
+        [_to_new(body, st.settings.embedding_dim, "body")],
+        _one_answer,
+        key=idempotency_key,
+        scope="POST /v1/events",
+        request=body.model_dump(mode="json"),
+        response=response,
+    )
+    response.status_code = answer.status
+    return EventAccepted.model_validate(answer.body)
 
 
 _SLOW_PATH = "mnemo.slow_path"
@@ -121,8 +231,8 @@ class CreateEventFastPath(Route):
             scope[_SLOW_PATH] = True
             await self._router(scope, _replay(body, receive), send)
             return
-        status, accepted = await _ingest_one(st, new)
-        await JSONResponse(accepted.model_dump(), status_code=status)(scope, receive, send)
+        answer = await _accept(st, [new], _one_answer)
+        await JSONResponse(answer.body, status_code=answer.status)(scope, receive, send)
 
 
 def _accepted_event(scope: Scope, body: bytes, dim: int) -> events.NewEvent | None:
@@ -133,6 +243,8 @@ def _accepted_event(scope: Scope, body: bytes, dim: int) -> events.NewEvent | No
     for name, value in scope["headers"]:
         if name == b"content-type":
             ctype = value
+        elif name == b"idempotency-key":
+            return None  # the route's to claim (a transaction, not the hot path's statement)
     if ctype.split(b";", 1)[0].strip().lower() != b"application/json":
         return None
     try:
@@ -161,26 +273,30 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     responses={201: {"model": BatchAccepted, "description": "stored without queueing"}},
 )
 async def create_events(
-    body: EventBatchIn, response: Response, st: AppState = Depends(state)
+    body: EventBatchIn,
+    response: Response,
+    st: AppState = Depends(state),
+    idempotency_key: IdempotencyKey = None,
 ) -> BatchAccepted:
-    """Store up to MNEMO_MAX_BATCH_EVENTS events under one job, queued in batched messages."""
+    """Store up to MNEMO_MAX_BATCH_EVENTS events under one job, queued in batched messages.
+    With an ``Idempotency-Key``, a repeat of the request answers as the first one did."""
     limit = st.settings.max_batch_events
     if len(body.events) > limit:
         raise HTTPException(
             422, f"body.events: {len(body.events)} events; at most {limit} per batch"
         )
     dim = st.settings.embedding_dim
-    done = await _ingest(
-        st, [_to_new(ev, dim, f"body.events.{i}") for i, ev in enumerate(body.events)]
+    answer = await _accept(
+        st,
+        [_to_new(ev, dim, f"body.events.{i}") for i, ev in enumerate(body.events)],
+        _batch_answer,
+        key=idempotency_key,
+        scope="POST /v1/events/batch",
+        request=body.model_dump(mode="json"),
+        response=response,
     )
-    if not done.queued:
-        response.status_code = 201
-    return BatchAccepted(
-        job_id=str(done.job_id) if done.job_id else None,
-        event_ids=[str(i) for i in done.event_ids],
-        queued=done.queued,
-        status="queued" if done.queued else "stored",
-    )
+    response.status_code = answer.status
+    return BatchAccepted.model_validate(answer.body)
 
 
 @router.get("/{event_id}")

@@ -182,6 +182,39 @@ UNION ALL
  ORDER BY embedding <=> $1
  LIMIT $6);
 
+-- ========================= idempotency keys =========================
+
+-- claim_idempotency_key --
+-- Claim key $2 of route $1 for a request of fingerprint $3; a key older than $4 seconds
+-- counts as unused and is taken over. Returns a row iff the key is now this transaction's;
+-- a key another transaction holds makes this wait until that one commits or rolls back.
+INSERT INTO idempotency_keys (scope, key, fingerprint) VALUES ($1, $2, $3)
+ON CONFLICT (scope, key) DO UPDATE
+    SET fingerprint = EXCLUDED.fingerprint, status = NULL, response = NULL, created_at = now()
+    WHERE idempotency_keys.created_at < now() - make_interval(secs => $4)
+RETURNING true AS claimed;
+
+-- idempotent_answer --
+-- The request fingerprint and the stored answer of key $2 of route $1.
+SELECT fingerprint, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2;
+
+-- store_idempotent_answer --
+-- Record the answer (status $3, body $4) of claimed key $2 of route $1.
+UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND key = $2;
+
+-- purge_idempotency_keys --
+-- Delete up to $2 keys older than $1 seconds, oldest first; returns how many went.
+WITH gone AS (
+    DELETE FROM idempotency_keys
+    WHERE ctid = ANY (ARRAY(
+        SELECT ctid FROM idempotency_keys
+        WHERE created_at < now() - make_interval(secs => $1)
+        ORDER BY created_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED))
+    RETURNING 1)
+SELECT count(*)::int FROM gone;
+
 -- ============================== queues ==============================
 
 -- send_message --

@@ -1,0 +1,216 @@
+"""``Idempotency-Key`` on the event writes: a request sent again answers as the first one
+did and stores nothing more, against the real database (mnemo_core.idempotency)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from mnemo_api.routes import events as event_routes
+from mnemo_core import idempotency
+from tests.helpers import DIM
+from tests.integration.test_api import client_for, make_settings
+
+EVENT = {"content": {"text": "water the ficus"}, "metadata": {"room": "hall"}}
+BATCH = {"events": [{"content": {"text": "first"}}, {"content": {"body": "second"}}]}
+
+
+def key() -> dict[str, str]:
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
+@pytest.fixture
+async def api(dsn: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(make_settings(dsn)):
+        yield c
+
+
+async def counts(dsn: str) -> tuple[int, int, int]:
+    """(events, jobs, messages on the embed queue)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM jobs) AS j,"
+            " (SELECT count(*) FROM pgmq.q_embed) AS m"
+        )
+        return int(row["e"]), int(row["j"]), int(row["m"])
+    finally:
+        await conn.close()
+
+
+async def test_a_repeated_event_answers_as_the_first_and_stores_nothing(
+    api: httpx.AsyncClient, dsn: str
+) -> None:
+    k = key()
+    first = await api.post("/v1/events", json=EVENT, headers=k)
+    assert first.status_code == 202, first.text
+    assert "idempotent-replayed" not in first.headers
+    # The same request, sent as a client would after a lost answer: other key order.
+    again = await api.post(
+        "/v1/events", json={"metadata": {"room": "hall"}, "content": EVENT["content"]}, headers=k
+    )
+    assert again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await counts(dsn) == (1, 1, 1)
+    # Without a key, the same event is a new one.
+    other = await api.post("/v1/events", json=EVENT)
+    assert other.status_code == 202 and other.json()["event_id"] != first.json()["event_id"]
+    assert await counts(dsn) == (2, 2, 2)
+
+
+async def test_a_stored_event_and_a_batch_replay_their_own_answers(
+    api: httpx.AsyncClient, dsn: str
+) -> None:
+    k = key()
+    own = {"content": {"text": "x"}, "embedding": [0.25] * DIM}
+    first = await api.post("/v1/events", json=own, headers=k)
+    again = await api.post("/v1/events", json=own, headers=k)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.json()["status"] == "stored"
+    # The same key on the batch route is another key: keys are per route.
+    batch = await api.post("/v1/events/batch", json=BATCH, headers=k)
+    assert batch.status_code == 202, batch.text
+    replay = await api.post("/v1/events/batch", json=BATCH, headers=k)
+    assert replay.status_code == 202 and replay.json() == batch.json()
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert len(batch.json()["event_ids"]) == 2
+    assert await counts(dsn) == (3, 1, 1)
+
+
+async def test_a_key_reused_for_another_request_is_refused(
+    api: httpx.AsyncClient, dsn: str
+) -> None:
+    k = key()
+    assert (await api.post("/v1/events", json=EVENT, headers=k)).status_code == 202
+    r = await api.post("/v1/events", json={"content": {"text": "another"}}, headers=k)
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("header.Idempotency-Key: already used for a different")
+    assert await counts(dsn) == (1, 1, 1)
+
+
+async def test_a_refused_request_does_not_use_its_key(api: httpx.AsyncClient, dsn: str) -> None:
+    k = key()
+    bad = await api.post("/v1/events", json={**EVENT, "embedding": [0.5] * 3}, headers=k)
+    assert bad.status_code == 422 and "dimensions" in bad.text
+    good = await api.post("/v1/events", json=EVENT, headers=k)
+    assert good.status_code == 202 and "idempotent-replayed" not in good.headers
+    assert await counts(dsn) == (1, 1, 1)
+
+
+async def test_concurrent_repeats_store_once(api: httpx.AsyncClient, dsn: str) -> None:
+    k = key()
+    answers = await asyncio.gather(
+        *(api.post("/v1/events/batch", json=BATCH, headers=k) for _ in range(8))
+    )
+    assert {r.status_code for r in answers} == {202}
+    assert len({r.text for r in answers}) == 1
+    assert sum(r.headers.get("idempotent-replayed") == "true" for r in answers) == 7
+    assert await counts(dsn) == (2, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ('"quoted-key"', True),  # the IETF draft's structured-field string
+        ("a" * 255, True),
+        ("", False),
+        ('""', False),
+        ("a" * 256, False),
+        ("tab\there", False),
+        ("caf\u00e9", False),
+    ],
+)
+async def test_the_key_is_printable_ascii(
+    api: httpx.AsyncClient, dsn: str, value: str, accepted: bool
+) -> None:
+    r = await api.post(
+        "/v1/events",
+        json=EVENT,
+        headers=[("Idempotency-Key", value.encode("latin-1"))],  # type: ignore[list-item]
+    )
+    if accepted:
+        assert r.status_code == 202, r.text
+    else:
+        assert r.status_code == 422
+        assert r.json()["detail"] == (
+            "header.Idempotency-Key: must be 1 to 255 printable ASCII characters"
+        )
+        assert await counts(dsn) == (0, 0, 0)
+
+
+async def test_a_quoted_key_is_the_same_key(api: httpx.AsyncClient) -> None:
+    first = await api.post("/v1/events", json=EVENT, headers={"Idempotency-Key": '"k-1"'})
+    again = await api.post("/v1/events", json=EVENT, headers={"Idempotency-Key": "k-1"})
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+
+
+async def test_an_expired_key_is_new_and_expired_keys_are_purged(dsn: str) -> None:
+    async for api in client_for(make_settings(dsn, idempotency_ttl_s=3600)):
+        k = key()
+        first = await api.post("/v1/events", json=EVENT, headers=k)
+        conn = await asyncpg.connect(dsn)
+        try:
+            # Two hours ago: past the TTL. Another old key, of a request never repeated.
+            await conn.execute(
+                "UPDATE idempotency_keys SET created_at = now() - interval '2 hours'"
+            )
+            assert (await api.post("/v1/events", json=EVENT, headers=key())).status_code == 202
+            await conn.execute(
+                "UPDATE idempotency_keys SET created_at = now() - interval '2 hours'"
+                " WHERE key <> $1",
+                k["Idempotency-Key"],
+            )
+            again = await api.post("/v1/events", json=EVENT, headers=k)
+            assert again.status_code == 202 and "idempotent-replayed" not in again.headers
+            assert again.json()["event_id"] != first.json()["event_id"]
+            # The route purges at most every PURGE_EVERY_S: the first keyed request purged
+            # (nothing old yet); a purge due now deletes the expired one and keeps the rest.
+            app_state = api._transport.app.state.mnemo  # type: ignore[attr-defined]
+            app_state.idempotency_purge_at = 0.0
+            assert (await api.post("/v1/events", json=EVENT, headers=key())).status_code == 202
+            left = await conn.fetch("SELECT key FROM idempotency_keys ORDER BY created_at")
+            assert k["Idempotency-Key"] in {r["key"] for r in left}
+            assert len(left) == 2
+        finally:
+            await conn.close()
+
+
+async def test_purge_takes_the_oldest_in_batches(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, status, response, created_at)"
+            " SELECT 's', 'k' || i, '\\x00', 202, '{}', now() - make_interval(mins => i)"
+            " FROM generate_series(1, 30) i"
+        )
+        # Past 10.5 minutes: the 20 keys of 11 to 30 minutes ago.
+        assert await idempotency.purge(conn, ttl_s=630, limit=7) == 7
+        oldest_left = await conn.fetchval("SELECT min(created_at) FROM idempotency_keys")
+        assert await conn.fetchval(
+            "SELECT now() - $1::timestamptz < interval '24 minutes'", oldest_left
+        )  # 30 to 24 minutes ago went first
+        assert await idempotency.purge(conn, ttl_s=630) == 13
+        assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 10
+
+
+async def test_the_fast_path_leaves_keyed_requests_to_the_route(api: httpx.AsyncClient) -> None:
+    scope = {
+        "type": "http",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"idempotency-key", b"k")],
+    }
+    assert event_routes._accepted_event(scope, b'{"content": {"text": "x"}}', DIM) is None
+    scope["headers"] = scope["headers"][:1]
+    assert event_routes._accepted_event(scope, b'{"content": {"text": "x"}}', DIM) is not None
+
+
+async def test_the_header_is_documented(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    for path in ("/v1/events", "/v1/events/batch"):
+        params = spec["paths"][path]["post"].get("parameters", [])
+        assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in params)
