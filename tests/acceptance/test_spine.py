@@ -94,13 +94,15 @@ def test_fifty_events_are_embedded_and_found_by_their_text(stack: dict, module_d
         assert r.status_code == 202, r.text
         job_ids.append(r.json()["job_id"])
         ids_by_text[t] = r.json()["event_id"]
-    r = httpx.post(
-        f"{url}/v1/events/batch",
-        json={
-            "events": [{"content": {"text": t}, "metadata": {"src": "batch"}} for t in texts[25:]]
-        },
-    )
+    batch = {
+        "events": [{"content": {"text": t}, "metadata": {"src": "batch"}} for t in texts[25:]]
+    }
+    key = {"Idempotency-Key": "spine-batch-1"}
+    r = httpx.post(f"{url}/v1/events/batch", json=batch, headers=key)
     assert r.status_code == 202, r.text
+    # A client's retry with the same key (its answer lost, say) stores nothing more.
+    again = httpx.post(f"{url}/v1/events/batch", json=batch, headers=key)
+    assert again.json() == r.json() and again.headers["idempotent-replayed"] == "true"
     job_ids.append(r.json()["job_id"])
     ids_by_text.update(zip(texts[25:], r.json()["event_ids"], strict=True))
 
