@@ -133,6 +133,8 @@ async def test_batch(api: httpx.AsyncClient, dsn: str) -> None:
         ("/v1/search", {"q": "x", "vector": [1.0]}, "body"),
         ("/v1/search", {"vector": [1.0, 2.0]}, "body.vector"),
         ("/v1/search", {"q": "x", "limit": 0}, "body.limit"),
+        # JSON true is not a count (pydantic took it as 1).
+        ("/v1/search", {"q": "x", "limit": True}, "body.limit: expected a whole number"),
         # Times whose UTC date is outside years 1-9999 (the driver's own error used to be
         # the answer, naming a query argument).
         ("/v1/events", {"content": {}, "timestamp": "0001-01-01T00:00:00+14:00"}, "body.timestamp"),

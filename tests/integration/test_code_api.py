@@ -165,6 +165,13 @@ async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> No
             assert r.json()["detail"].startswith(field) and "one of" in r.json()["detail"]
     r = await api.post("/v1/code/search", json={"q": "total", "language": "Python"})
     assert r.status_code == 200 and r.json()["results"], r.text  # any case
+    # JSON true is not a count (pydantic took it as 1).
+    for path, body in (
+        ("/v1/code/search", {"q": "total", "limit": True}),
+        ("/v1/code/graph/traverse", {"repository": "shop", "start": "x", "max_depth": False}),
+    ):
+        r = await api.post(path, json=body)
+        assert r.status_code == 422 and "not true or false" in r.json()["detail"], r.text
     r = await api.get("/v1/jobs", params={"kind": "bogus"})
     assert r.status_code == 422 and "query.kind" in r.json()["detail"], r.text
 
@@ -316,6 +323,9 @@ async def test_archive_form_fields_are_checked_by_name(
         ),
         ({"repository": "bad name!", "files": []}, 422, "body.repository"),
         ({"files": []}, 422, "body.repository"),
+        # prune removes files: only JSON true asks for it ("yes" and 1 were taken as true).
+        ({"repository": "shop", "files": [], "prune": "yes"}, 422, "body.prune"),
+        ({"repository": "shop", "files": [], "prune": 1}, 422, "body.prune"),
     ],
 )
 async def test_bad_uploads_write_nothing(

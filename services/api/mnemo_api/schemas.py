@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -61,6 +62,17 @@ def _safe(text: str) -> str:
 
 # A string PostgreSQL can store: no NUL, no lone surrogates.
 SafeStr = Annotated[str, AfterValidator(_safe)]
+
+
+def _not_bool(v: Any) -> Any:
+    if isinstance(v, bool):
+        # pydantic takes JSON true/false as 1/0 for an int field: a client bug, never a count.
+        raise ValueError("expected a whole number, not true or false")
+    return v
+
+
+# A whole number that JSON's true and false are not (query strings still parse "5").
+Count = Annotated[int, BeforeValidator(_not_bool)]
 
 
 # pgvector keeps 32-bit floats and sums a cosine's squares in them.
@@ -192,7 +204,7 @@ class SearchIn(BaseModel):
         return v
 
     vector: FiniteVector | None = None
-    limit: int = Field(default=10, ge=1, le=200)
+    limit: Count = Field(default=10, ge=1, le=200)
     filter_metadata: dict[str, Any] | None = None
     ts_start: dt.datetime | None = None
     ts_end: dt.datetime | None = None

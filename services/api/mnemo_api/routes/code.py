@@ -9,12 +9,12 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from starlette.datastructures import FormData, UploadFile
 
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
 from mnemo_api.errors import is_json_media_type, not_json, too_deep
-from mnemo_api.schemas import SafeStr
+from mnemo_api.schemas import Count, SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch
 from mnemo_core import graph as graphs
@@ -59,7 +59,7 @@ class IndexIn(BaseModel):
     repository: Repo
     files: list[FileIn]
     commit: SafeStr | None = Field(default=None, max_length=200)
-    prune: bool = False
+    prune: StrictBool = False  # JSON true or false: "yes" or 1 must not remove files
 
 
 #: Deepest ``strip_components`` accepted (tar has no limit; nobody nests archives deeper).
@@ -100,7 +100,7 @@ class SearchIn(BaseModel):
     kind: SafeStr | None = Field(default=None, max_length=32)
     path_prefix: SafeStr | None = Field(default=None, max_length=1024)
     mode: Literal["hybrid", "lexical", "vector"] = "hybrid"
-    limit: int = Field(default=10, ge=1, le=100)
+    limit: Count = Field(default=10, ge=1, le=100)
 
     @field_validator("language")
     @classmethod
@@ -119,7 +119,7 @@ class TraverseIn(BaseModel):
     start: SafeStr = Field(min_length=1, max_length=1024)
     direction: Literal["in", "out", "both"] = "out"
     relationship: Literal["calls", "contains", "imports"] | None = None
-    max_depth: int = Field(default=2, ge=1, le=graphs.MAX_DEPTH)
+    max_depth: Count = Field(default=2, ge=1, le=graphs.MAX_DEPTH)
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
