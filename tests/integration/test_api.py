@@ -612,3 +612,15 @@ async def test_text_search_through_the_embedder(dsn: str) -> None:
         worker.stop()
         await asyncio.wait_for(task, 10)
         await pool.close()
+
+
+async def test_utf16_and_utf32_bodies_are_read(api: httpx.AsyncClient) -> None:
+    """As the README says: json.loads tells them apart by their first bytes (RFC 4627)."""
+    for codec in ("utf-16-le", "utf-16-be", "utf-32-le"):
+        content = json.dumps({"content": {"text": "grüße"}}).encode(codec)
+        r = await api.post(
+            "/v1/events", content=content, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 202, (codec, r.text)
+        event = (await api.get(f"/v1/events/{r.json()['event_id']}")).json()
+        assert event["content"] == {"text": "grüße"}
