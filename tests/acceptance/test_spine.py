@@ -94,9 +94,7 @@ def test_fifty_events_are_embedded_and_found_by_their_text(stack: dict, module_d
         assert r.status_code == 202, r.text
         job_ids.append(r.json()["job_id"])
         ids_by_text[t] = r.json()["event_id"]
-    batch = {
-        "events": [{"content": {"text": t}, "metadata": {"src": "batch"}} for t in texts[25:]]
-    }
+    batch = {"events": [{"content": {"text": t}, "metadata": {"src": "batch"}} for t in texts[25:]]}
     key = {"Idempotency-Key": "spine-batch-1"}
     r = httpx.post(f"{url}/v1/events/batch", json=batch, headers=key)
     assert r.status_code == 202, r.text

@@ -188,23 +188,11 @@ class MetadataPatch(BaseModel):
         return check_json(v)
 
 
-class SearchIn(BaseModel):
+class EventFilters(BaseModel):
+    """What selects events besides similarity: for search and for the listing."""
+
     model_config = ConfigDict(extra="forbid")
 
-    q: str | None = Field(default=None, min_length=1, max_length=8192)
-
-    @field_validator("q")
-    @classmethod
-    def _text(cls, v: str | None) -> str | None:
-        if v is not None:
-            _check_text(v, "q")
-            if not v.strip():
-                # An event of blank text is not embedded either: nothing to compare with.
-                raise ValueError("q is blank; give some text to search for")
-        return v
-
-    vector: FiniteVector | None = None
-    limit: Count = Field(default=10, ge=1, le=200)
     filter_metadata: dict[str, Any] | None = None
     ts_start: dt.datetime | None = None
     ts_end: dt.datetime | None = None
@@ -229,11 +217,32 @@ class SearchIn(BaseModel):
         return v
 
     @model_validator(mode="after")
+    def _time_order(self) -> EventFilters:
+        if self.ts_start and self.ts_end and self.ts_start > self.ts_end:
+            raise ValueError("ts_start is after ts_end")
+        return self
+
+
+class SearchIn(EventFilters):
+    q: str | None = Field(default=None, min_length=1, max_length=8192)
+
+    @field_validator("q")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        if v is not None:
+            _check_text(v, "q")
+            if not v.strip():
+                # An event of blank text is not embedded either: nothing to compare with.
+                raise ValueError("q is blank; give some text to search for")
+        return v
+
+    vector: FiniteVector | None = None
+    limit: Count = Field(default=10, ge=1, le=200)
+
+    @model_validator(mode="after")
     def _one_query(self) -> SearchIn:
         if (self.q is None) == (self.vector is None):
             raise ValueError("give exactly one of q (text) or vector")
-        if self.ts_start and self.ts_end and self.ts_start > self.ts_end:
-            raise ValueError("ts_start is after ts_end")
         return self
 
 

@@ -123,6 +123,24 @@ async def get(conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any]:
     return to_json(row)
 
 
+async def list_page(
+    conn: asyncpg.Connection,
+    *,
+    metadata: dict[str, Any] | None,
+    ts_start: dt.datetime | None,
+    ts_end: dt.datetime | None,
+    status: str | None,
+    limit: int,
+    after: tuple[dt.datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` events, newest first by ``timestamp``, after the cursor ``after``
+    (the timestamp and id of the last event of the page before)."""
+    at, ident = after if after else (None, None)
+    return list(
+        await conn.fetch(Q["list_events"], metadata, ts_start, ts_end, status, at, ident, limit)
+    )
+
+
 async def merge_metadata(
     conn: asyncpg.Connection,
     event_id: uuid.UUID,

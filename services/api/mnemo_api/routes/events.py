@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import asyncpg
 import numpy as np
-from fastapi import APIRouter, Depends, Header, HTTPException, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mnemo_api import cursors
 from mnemo_api.schemas import (
     BatchAccepted,
     EventAccepted,
     EventBatchIn,
+    EventFilters,
     EventIn,
     MetadataPatch,
 )
@@ -297,6 +300,44 @@ async def create_events(
     )
     response.status_code = answer.status
     return BatchAccepted.model_validate(answer.body)
+
+
+EmbeddingStatus = Literal["pending", "done", "skipped", "failed", "cancelled"]
+
+
+@router.get("")
+async def list_events(
+    st: AppState = Depends(state),
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    filter_metadata: Annotated[str | None, Query(max_length=8192)] = None,
+    ts_start: dt.datetime | None = None,
+    ts_end: dt.datetime | None = None,
+    embedding_status: EmbeddingStatus | None = None,
+) -> dict[str, Any]:
+    """Events newest first by ``timestamp``, with the filters of search
+    (``filter_metadata`` a JSON object the metadata must contain; ``ts_start`` and
+    ``ts_end`` inclusive) and ``embedding_status``; pass ``next_cursor`` back as
+    ``cursor`` for the next page (null on the last)."""
+    filters = EventFilters(
+        filter_metadata=filter_metadata,  # type: ignore[arg-type]  # parsed by a validator
+        ts_start=ts_start,
+        ts_end=ts_end,
+    )  # a ValidationError here answers 422 naming the query parameter (errors.py)
+    after = cursors.decode(cursor) if cursor else None
+    async with st.pool.acquire() as conn:
+        rows = await events.list_page(
+            conn,
+            metadata=filters.filter_metadata,
+            ts_start=filters.ts_start,
+            ts_end=filters.ts_end,
+            status=embedding_status,
+            limit=limit + 1,
+            after=after,
+        )
+    page = rows[:limit]
+    nxt = cursors.encode(page[-1]["timestamp"], page[-1]["id"]) if len(rows) > limit else None
+    return {"events": [events.to_json(r) for r in page], "next_cursor": nxt}
 
 
 @router.get("/{event_id}")

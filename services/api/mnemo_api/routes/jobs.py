@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, Query
 
+from mnemo_api import cursors
 from mnemo_api.state import AppState, state
 from mnemo_core import code, jobs
 from mnemo_core.db import in_transaction
@@ -18,22 +17,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 # What makes jobs: events to embed (mnemo_core.events) and uploads to index (code.INDEX_JOB).
 Kind = Literal["embed_events", "index_repository"]
-
-
-def _cursor(created: dt.datetime, ident: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created.isoformat()}|{ident}".encode()).decode()
-
-
-def _parse_cursor(text: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        created, ident = base64.urlsafe_b64decode(text.encode()).decode().split("|")
-        at = dt.datetime.fromisoformat(created)
-        if at.tzinfo is None:
-            raise ValueError("no time zone")
-        at.astimezone(dt.UTC)  # the database's range: OverflowError beyond it
-        return at, uuid.UUID(ident)
-    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
-        raise HTTPException(422, "query.cursor: not a cursor returned by this API") from exc
 
 
 @router.get("/{job_id}")
@@ -55,11 +38,11 @@ async def list_jobs(
     cursor: str | None = Query(default=None, max_length=200),
 ) -> dict[str, Any]:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
-    after = _parse_cursor(cursor) if cursor else None
+    after = cursors.decode(cursor) if cursor else None
     async with st.pool.acquire() as conn:
         rows = await jobs.list_page(conn, status=status, kind=kind, limit=limit + 1, after=after)
     page = rows[:limit]
-    nxt = _cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+    nxt = cursors.encode(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
     return {"jobs": [jobs.to_json(r) for r in page], "next_cursor": nxt}
 
 

@@ -106,6 +106,21 @@ SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, em
        job_id, created_at, embedding IS NOT NULL AS has_embedding
 FROM events WHERE id = $1;
 
+-- list_events --
+-- Newest first by time: metadata containing $1, time range [$2, $3], embedding status $4 (NULL:
+-- any), keyset cursor ($5 timestamp, $6 id), $7 rows. The cursor is written as a bound on the
+-- indexed "timestamp" and a tie-break on id, so each page starts at its place in the index.
+SELECT id, "timestamp", content, metadata, embedding_model, embedding_status, embedding_error,
+       job_id, created_at
+FROM events
+WHERE ($1::jsonb IS NULL OR metadata @> $1::jsonb)
+  AND ($2::timestamptz IS NULL OR "timestamp" >= $2)
+  AND ($3::timestamptz IS NULL OR "timestamp" <= $3)
+  AND ($4::text IS NULL OR embedding_status = $4)
+  AND ($5::timestamptz IS NULL OR ("timestamp" <= $5 AND ("timestamp" < $5 OR id < $6::uuid)))
+ORDER BY "timestamp" DESC, id DESC
+LIMIT $7;
+
 -- merge_event_metadata --
 -- Remove top-level keys $3 from the metadata of event $1, then merge $2 in; returns the event.
 UPDATE events SET metadata = (metadata - $3::text[]) || $2::jsonb WHERE id = $1
