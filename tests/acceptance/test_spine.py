@@ -197,6 +197,16 @@ def test_cli_adds_watches_and_searches(stack: dict) -> None:
     )
     assert "flowerpot" in out.stdout
     out = subprocess.run(
+        [mnemo, "events", "list", "--filter", "room=garden", "--status", "done"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1 and "flowerpot" in lines[0] and " done " in lines[0]
+    out = subprocess.run(
         [mnemo, "queues"], env=env, capture_output=True, text=True, timeout=30, check=True
     )
     assert "embed_query" in out.stdout and "dead" in out.stdout

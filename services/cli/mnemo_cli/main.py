@@ -177,6 +177,45 @@ def cmd_jobs_list(args: argparse.Namespace, c: Client) -> int:
     return 0
 
 
+def _text_of(event: dict[str, Any]) -> str:
+    """An event's text as the API embeds it (MnemoLite's rule), else its content as JSON."""
+    content = event["content"]
+    return next(
+        (
+            content[k]
+            for k in ("text", "body", "message", "content", "title")
+            if isinstance(content.get(k), str) and content[k].strip()
+        ),
+        json.dumps(content),
+    )
+
+
+def cmd_events_list(args: argparse.Namespace, c: Client) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.filter:
+        params["filter_metadata"] = json.dumps(_meta(args.filter, "--filter"))
+    if args.status:
+        params["embedding_status"] = args.status
+    if args.cursor:
+        params["cursor"] = args.cursor
+    data = c.get("/v1/events", params=params)
+
+    def human(d: dict[str, Any]) -> None:
+        for e in d["events"]:
+            console.print(
+                f"{e['timestamp'][:19]}  {e['id']}  {e['embedding_status']:<9} {_text_of(e)[:80]}",
+                markup=False,
+                highlight=False,
+            )
+        if not d["events"]:
+            console.print("no events")
+        if d["next_cursor"]:
+            console.print(f"more: --cursor {d['next_cursor']}", style="dim")
+
+    _print(args, data, human)
+    return 0
+
+
 def cmd_search(args: argparse.Namespace, c: Client) -> int:
     params: dict[str, Any] = {"q": args.text, "limit": args.limit}
     if args.filter:
@@ -185,15 +224,7 @@ def cmd_search(args: argparse.Namespace, c: Client) -> int:
 
     def human(d: dict[str, Any]) -> None:
         for r in d["results"]:
-            text = next(
-                (
-                    r["content"].get(k)
-                    for k in ("text", "body", "message", "content", "title")
-                    if isinstance(r["content"].get(k), str)
-                ),
-                json.dumps(r["content"]),
-            )
-            console.print(f"[bold]{r['score']:.3f}[/]  {r['id']}  {text[:100]}")
+            console.print(f"[bold]{r['score']:.3f}[/]  {r['id']}  {_text_of(r)[:100]}")
         if not d["results"]:
             console.print("no results")
 
@@ -340,6 +371,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="metadata (repeatable); V is JSON when it is (42, true, {...}), else text",
     )
     add.set_defaults(fn=cmd_events_add)
+    el = ev.add_parser("list", help="events newest first, a page at a time")
+    el.add_argument("--limit", type=int, default=20)
+    el.add_argument("--filter", action="append", metavar="K=V", help="metadata must contain")
+    el.add_argument(
+        "--status",
+        choices=["pending", "done", "skipped", "failed", "cancelled"],
+        help="embedding status",
+    )
+    el.add_argument("--cursor", help="the next page: the cursor the page before printed")
+    el.set_defaults(fn=cmd_events_list)
 
     jb = sub.add_parser("jobs", help="inspect jobs").add_subparsers(dest="sub", required=True)
     show = jb.add_parser("show", help="one job")
