@@ -17,6 +17,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnemo_api import cursors
+from mnemo_api.answers import Event, EventPage, documented
 from mnemo_api.schemas import (
     BatchAccepted,
     EventAccepted,
@@ -305,7 +306,7 @@ async def create_events(
 EmbeddingStatus = Literal["pending", "done", "skipped", "failed", "cancelled"]
 
 
-@router.get("")
+@router.get("", response_model=None, responses=documented(EventPage))
 async def list_events(
     st: AppState = Depends(state),
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
@@ -340,13 +341,13 @@ async def list_events(
     return {"events": [events.to_json(r) for r in page], "next_cursor": nxt}
 
 
-@router.get("/{event_id}")
+@router.get("/{event_id}", response_model=None, responses=documented(Event))
 async def get_event(event_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     async with st.pool.acquire() as conn:
         return await events.get(conn, event_id)
 
 
-@router.patch("/{event_id}/metadata")
+@router.patch("/{event_id}/metadata", response_model=None, responses=documented(Event, "The event"))
 async def patch_metadata(
     event_id: uuid.UUID, body: MetadataPatch, st: AppState = Depends(state)
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query
 
 from mnemo_api import cursors
+from mnemo_api.answers import Job, JobPage, RetriedJob, documented
 from mnemo_api.state import AppState, state
 from mnemo_core import code, jobs
 from mnemo_core.db import in_transaction
@@ -19,7 +20,7 @@ Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 Kind = Literal["embed_events", "index_repository"]
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=None, responses=documented(Job))
 async def get_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Status, progress {total, done, failed}, attempts, error, timestamps, failed items."""
     async with st.pool.acquire() as conn:
@@ -29,7 +30,7 @@ async def get_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str,
     return job
 
 
-@router.get("")
+@router.get("", response_model=None, responses=documented(JobPage))
 async def list_jobs(
     st: AppState = Depends(state),
     status: Status | None = None,
@@ -46,7 +47,9 @@ async def list_jobs(
     return {"jobs": [jobs.to_json(r) for r in page], "next_cursor": nxt}
 
 
-@router.post("/{job_id}/retry")
+@router.post(
+    "/{job_id}/retry", response_model=None, responses=documented(RetriedJob, "The job, re-opened")
+)
 async def retry_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Re-queue the failed items of a failed job (and the skipped ones of a cancelled job)."""
     return await in_transaction(
@@ -54,7 +57,9 @@ async def retry_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[st
     )
 
 
-@router.post("/{job_id}/cancel")
+@router.post(
+    "/{job_id}/cancel", response_model=None, responses=documented(Job, "The job, cancelled")
+)
 async def cancel_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Stop a queued or running job: workers drop its remaining items."""
     async with st.pool.acquire() as conn:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query
 
+from mnemo_api.answers import SearchResults, documented
 from mnemo_api.schemas import SearchIn
 from mnemo_api.state import AppState, state
 from mnemo_core import events
@@ -52,7 +53,7 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", response_model=None, responses=documented(SearchResults))
 async def search_get(
     q: Annotated[str, Query(min_length=1, max_length=8192)],
     st: AppState = Depends(state),
@@ -72,7 +73,7 @@ async def search_get(
     return await _search(body, st)
 
 
-@router.post("")
+@router.post("", response_model=None, responses=documented(SearchResults))
 async def search_post(body: SearchIn, st: AppState = Depends(state)) -> dict[str, Any]:
     """Search by text (``q``) or by ``vector``, with the same filters."""
     return await _search(body, st)

@@ -1,0 +1,105 @@
+"""The answers of the event, search and job routes are what the OpenAPI document says
+(mnemo_api.answers, no field more or less), in every state they can be in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+from pydantic import BaseModel
+
+from mnemo_api.answers import Event, EventPage, Job, JobPage, RetriedJob, SearchResults
+from mnemo_core import db
+from mnemo_embedder.model import POISON_MARKER, HashModel
+from mnemo_embedder.worker import EmbedWorker
+from tests.helpers import DIM
+from tests.integration.test_api import client_for, make_settings
+
+
+@pytest.fixture
+async def api(dsn: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in client_for(make_settings(dsn)):
+        yield c
+
+
+async def drain(dsn: str, rounds: int = 1) -> None:
+    """Embed what is queued; each round makes messages that are back for a retry visible."""
+    pool = await db.create_pool(dsn, application_name="test-drain")
+    try:
+        for _ in range(rounds):
+            await pool.execute("UPDATE pgmq.q_embed SET vt = now()")
+            w = EmbedWorker(
+                pool, HashModel(DIM), make_settings(dsn, max_attempts=2), worker_id="d", once=True
+            )
+            await asyncio.wait_for(w.run(), 30)
+    finally:
+        await pool.close()
+
+
+def conforms(model: type[BaseModel], r: httpx.Response) -> dict:
+    assert r.status_code == 200, r.text
+    model.model_validate(r.json())  # extra="forbid": an undocumented field fails here
+    return r.json()
+
+
+async def test_event_and_search_answers(api: httpx.AsyncClient, dsn: str) -> None:
+    bodies = [
+        {"content": {"text": "oat milk"}, "metadata": {"k": 1}},
+        {"content": {"text": f"bad {POISON_MARKER}"}},
+        {"content": {"n": 1}},  # nothing to embed: skipped
+        {"content": {"text": "own"}, "embedding": [0.5] * DIM},  # stored: done, no job
+    ]
+    ids = [(await api.post("/v1/events", json=b)).json()["event_id"] for b in bodies]
+    pending = conforms(Event, await api.get(f"/v1/events/{ids[0]}"))
+    assert pending["embedding_status"] == "pending"
+    await drain(dsn, rounds=3)
+    states = [conforms(Event, await api.get(f"/v1/events/{i}")) for i in ids]
+    assert [s["embedding_status"] for s in states] == ["done", "failed", "skipped", "done"]
+    assert states[1]["embedding_error"] and states[3]["job_id"] is None
+    conforms(Event, await api.patch(f"/v1/events/{ids[0]}/metadata", json={"remove": ["k"]}))
+    page = conforms(EventPage, await api.get("/v1/events", params={"limit": 2}))
+    assert page["next_cursor"]
+    conforms(EventPage, await api.get("/v1/events", params={"cursor": page["next_cursor"]}))
+    # By vector: a text search needs a live embedder (the acceptance tests have one).
+    found = conforms(SearchResults, await api.post("/v1/search", json={"vector": [0.5] * DIM}))
+    assert found["count"] == 2
+    conforms(SearchResults, await api.post("/v1/search", json={"vector": [-1.0] * DIM, "limit": 1}))
+
+
+async def test_job_answers(api: httpx.AsyncClient, dsn: str) -> None:
+    bad = (await api.post("/v1/events", json={"content": {"text": POISON_MARKER}})).json()
+    await drain(dsn, rounds=3)
+    failed = conforms(Job, await api.get(f"/v1/jobs/{bad['job_id']}"))
+    assert failed["status"] == "failed" and failed["failures"]
+    retried = conforms(RetriedJob, await api.post(f"/v1/jobs/{bad['job_id']}/retry"))
+    assert retried["requeued"] == 1
+    queued = (await api.post("/v1/events", json={"content": {"text": "later"}})).json()
+    conforms(Job, await api.get(f"/v1/jobs/{queued['job_id']}"))
+    cancelled = conforms(Job, await api.post(f"/v1/jobs/{queued['job_id']}/cancel"))
+    assert cancelled["status"] == "cancelled"
+    r = await api.post(
+        "/v1/code/index",
+        json={"repository": "shop", "files": [{"path": "a.py", "content": "def f():\n    pass\n"}]},
+    )
+    index_job = conforms(Job, await api.get(f"/v1/jobs/{r.json()['job_id']}"))
+    assert index_job["detail"]["files"]["total"] == 1
+    jobs = conforms(JobPage, await api.get("/v1/jobs", params={"limit": 2}))
+    assert len(jobs["jobs"]) == 2 and jobs["next_cursor"]
+
+
+async def test_the_document_names_them(api: httpx.AsyncClient, pool: asyncpg.Pool) -> None:
+    spec = (await api.get("/openapi.json")).json()
+
+    def ref(path: str, method: str) -> str:
+        schema = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        return str(schema["schema"]["$ref"]).rsplit("/", 1)[-1]
+
+    assert ref("/v1/events", "get") == "EventPage"
+    assert ref("/v1/events/{event_id}", "get") == "Event"
+    assert ref("/v1/search", "post") == "SearchResults"
+    assert ref("/v1/jobs/{job_id}", "get") == "Job"
+    assert ref("/v1/jobs/{job_id}/retry", "post") == "RetriedJob"
+    assert spec["components"]["schemas"]["Event"]["additionalProperties"] is False
