@@ -3,12 +3,17 @@ built once into a template database, and a fresh database per test cloned from i
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+import structlog
 
 from mnemo_core import db
 from mnemo_core.localpg import LocalPostgres, free_port
@@ -39,6 +44,67 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
     p = await db.create_pool(dsn, application_name="tests", min_size=1, max_size=5)
     yield p
     await p.close()
+
+
+@pytest.fixture(autouse=True)
+def _process_logging_restored() -> Iterator[None]:
+    """Put back the process-wide logging state a test changed.
+
+    ``mnemo_core.logging.configure`` is meant to run once, from a service's main(); a test
+    that goes through ``service.start`` (``service.run_main``, ``mnemo migrate``) runs it in
+    the pytest process. It leaves structlog writing to a ``LogStream`` over the
+    ``sys.stderr`` of that moment, which under pytest is that test's capture, closed when
+    the test ends: every later line would be written to a closed file, which ``LogStream``
+    drops silently. It also replaces the root logger's handlers (closing pytest's), the
+    levels of the root and of some library loggers, the except hooks, and binds the
+    service's name to the log context. Loggers used while it was in force cached it
+    (``cache_logger_on_first_use``): those caches go too."""
+    config = structlog.get_config()
+    configured = structlog.is_configured()
+    context = structlog.contextvars.get_contextvars()
+    hooks = (sys.excepthook, threading.excepthook, warnings.showwarning)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {
+        name: lg.level
+        for name, lg in {"": root, **logging.root.manager.loggerDict}.items()
+        if isinstance(lg, logging.Logger)
+    }
+    yield
+    if configured != structlog.is_configured() or any(
+        structlog.get_config()[k] is not v for k, v in config.items()
+    ):
+        if configured:
+            structlog.configure(**config)
+        else:
+            structlog.reset_defaults()
+        _forget_cached_loggers()
+    if structlog.contextvars.get_contextvars() != context:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**context)
+    sys.excepthook, threading.excepthook, warnings.showwarning = hooks
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    for h in handlers:
+        if h not in root.handlers:
+            root.addHandler(h)
+    for name, level in levels.items():
+        lg = root if name == "" else logging.root.manager.loggerDict.get(name)
+        if isinstance(lg, logging.Logger) and lg.level != level:
+            lg.setLevel(level)
+
+
+def _forget_cached_loggers() -> None:
+    """Module-level ``mlog.get(__name__)`` proxies bound under a configuration with
+    ``cache_logger_on_first_use`` keep it (structlog stores the bound ``bind`` on the proxy):
+    remove it, so that they follow the configuration in force again."""
+    proxy = type(structlog.get_logger())
+    for module in list(sys.modules.values()):
+        for value in list(getattr(module, "__dict__", {}).values()):
+            if type(value) is proxy:
+                vars(value).pop("bind", None)
 
 
 @pytest.fixture(scope="session")
