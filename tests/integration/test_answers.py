@@ -11,11 +11,24 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from mnemo_api.answers import Event, EventPage, Job, JobPage, RetriedJob, SearchResults
+from mnemo_api.answers import (
+    CallPath,
+    CodeResults,
+    Event,
+    EventPage,
+    IndexAccepted,
+    Job,
+    JobPage,
+    Repositories,
+    RetriedJob,
+    SearchResults,
+    SymbolAnswer,
+    Traversal,
+)
 from mnemo_core import db
 from mnemo_embedder.model import POISON_MARKER, HashModel
 from mnemo_embedder.worker import EmbedWorker
-from tests.helpers import DIM
+from tests.helpers import DIM, tar_gz_of
 from tests.integration.test_api import client_for, make_settings
 
 
@@ -103,3 +116,57 @@ async def test_the_document_names_them(api: httpx.AsyncClient, pool: asyncpg.Poo
     assert ref("/v1/jobs/{job_id}", "get") == "Job"
     assert ref("/v1/jobs/{job_id}/retry", "post") == "RetriedJob"
     assert spec["components"]["schemas"]["Event"]["additionalProperties"] is False
+
+
+async def test_code_answers(dsn: str) -> None:
+    from tests.integration.test_code_api import drain as index_and_embed
+    from tests.integration.test_code_api import files_json
+    from tests.integration.test_indexer import FILES
+
+    async for api in client_for(make_settings(dsn)):
+        r = await api.post(
+            "/v1/code/index", json={"repository": "shop", "files": files_json(FILES)}
+        )
+        assert r.status_code == 202, r.text
+        IndexAccepted.model_validate(r.json())
+        archive = await api.post(
+            "/v1/code/index",
+            data={"repository": "shop"},
+            files={"archive": ("a.tgz", tar_gz_of({"b.py": "x = 1\n", "bin": "\x00"}), "x")},
+        )
+        assert archive.status_code == 202 and archive.json()["skipped"], archive.text
+        IndexAccepted.model_validate(archive.json())
+        await index_and_embed(dsn)
+        job = conforms(Job, await api.get(f"/v1/jobs/{r.json()['job_id']}"))
+        assert job["result"] and job["detail"]
+        for mode in ("hybrid", "lexical"):  # vector search needs a live embedder
+            hits = conforms(
+                CodeResults, await api.get("/v1/code/search", params={"q": "total", "mode": mode})
+            )
+            assert hits["results"]
+        hits = conforms(CodeResults, await api.post("/v1/code/search", json={"q": "discount"}))
+        assert hits["notes"]  # hybrid without an embedder: lexical only, said so
+        caller = "shop.pricing.total"
+        sym = conforms(SymbolAnswer, await api.get(f"/v1/code/graph/shop/symbols/{caller}"))
+        assert (sym["callees"] and any(not c["resolved"] for c in sym["callees"])) or sym["callees"]
+        walk = conforms(
+            Traversal,
+            await api.post(
+                "/v1/code/graph/traverse",
+                json={"repository": "shop", "start": caller, "direction": "both"},
+            ),
+        )
+        assert walk["edges"]
+        target = next(e["to"] for e in walk["edges"] if e["resolved"] and e["from"] == caller)
+        found = conforms(
+            CallPath,
+            await api.get("/v1/code/graph/shop/path", params={"from": caller, "to": target}),
+        )
+        assert found["hops"] == 1
+        none = conforms(
+            CallPath,
+            await api.get("/v1/code/graph/shop/path", params={"from": target, "to": caller}),
+        )
+        assert none["path"] is None and none["hops"] is None
+        repos = conforms(Repositories, await api.get("/v1/code/repositories"))
+        assert repos["repositories"][0]["languages"]

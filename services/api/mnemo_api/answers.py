@@ -1,4 +1,5 @@
-"""The shapes of the answers of the event, search and job routes, for the OpenAPI document.
+"""The shapes of the answers of the event, search, job and code routes, for the OpenAPI
+document.
 
 The routes build their answers as dicts (mnemo_core's ``to_json``) and declare these with
 ``responses=`` rather than ``response_model=``: validating and re-serializing every answer
@@ -120,6 +121,146 @@ class JobPage(_Answer):
     next_cursor: str | None = Field(description="pass as `cursor` for the next page")
 
 
-def documented(model: type[BaseModel], description: str = "OK") -> dict[int | str, Any]:
-    """``responses=`` for a route answering ``model`` with 200."""
-    return {200: {"model": model, "description": description}}
+class SkippedFile(_Answer):
+    path: str
+    reason: str
+
+
+class IndexAccepted(_Answer):
+    job_id: uuid.UUID
+    repository: str
+    files: int = Field(description="files in the request")
+    files_changed: int = Field(description="new or changed: parsed by this job")
+    files_unchanged: int
+    files_removed: int = Field(description="removed by prune")
+    skipped: list[SkippedFile] = Field(description="archive members not indexed, and why")
+
+
+class CodeScores(_Answer):
+    lexical: float | None
+    vector: float | None
+    fused: float
+
+
+class CodeHit(_Answer):
+    id: int
+    repository: str
+    path: str
+    language: str
+    start_line: int
+    end_line: int
+    kind: str
+    name: str
+    qualified_name: str
+    signature: str
+    docstring: str
+    snippet: str
+    scores: CodeScores
+
+
+class CodeResults(_Answer):
+    results: list[CodeHit]
+    count: int
+    mode: Literal["hybrid", "lexical", "vector"]
+    notes: list[str] = Field(description="e.g. why a hybrid search fell back to lexical")
+    took_ms: float
+
+
+class Definition(_Answer):
+    path: str
+    start_line: int
+    end_line: int
+
+
+class Caller(_Answer):
+    qualified_name: str
+    path: str | None
+    line: int | None
+    call_line: int | None
+
+
+class Callee(Caller):
+    resolved: bool = Field(description="false: a name outside the repository")
+
+
+class SymbolAnswer(_Answer):
+    repository: str
+    qualified_name: str
+    name: str
+    kind: str
+    language: str
+    path: str
+    start_line: int
+    end_line: int
+    signature: str
+    docstring: str
+    parent: str | None
+    complexity: int
+    definitions: list[Definition]
+    callers: list[Caller]
+    callees: list[Callee]
+
+
+class Node(_Answer):
+    qualified_name: str
+    depth: int
+
+
+class Edge(_Answer):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: str = Field(alias="from")
+    to: str
+    relationship: Literal["calls", "contains", "imports"]
+    resolved: bool
+
+
+class Traversal(_Answer):
+    repository: str
+    start: str
+    direction: Literal["in", "out", "both"]
+    nodes: list[Node]
+    edges: list[Edge]
+    truncated: bool = Field(description="the walk stopped at its node limit")
+
+
+class Step(_Answer):
+    qualified_name: str
+    path: str | None
+    line: int | None
+
+
+class CallPath(_Answer):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    repository: str
+    from_: str = Field(alias="from")
+    to: str
+    path: list[Step] | None = Field(description="null: no chain within max_depth")
+    hops: int | None
+
+
+class Repository(_Answer):
+    name: str
+    files: int
+    files_failed: int
+    chunks: int
+    symbols: int
+    edges: int
+    languages: dict[str, int] = Field(description="files per language")
+    embedding_coverage: float | None = Field(description="embedded chunks / chunks")
+    last_indexed_at: dt.datetime | None
+    last_commit: str | None
+    last_job_id: uuid.UUID | None
+    created_at: dt.datetime
+
+
+class Repositories(_Answer):
+    repositories: list[Repository]
+
+
+def documented(
+    model: type[BaseModel], description: str = "OK", status: int = 200
+) -> dict[int | str, Any]:
+    """``responses=`` for a route answering ``model`` with ``status``."""
+    return {status: {"model": model, "description": description}}

@@ -12,6 +12,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 from starlette.datastructures import FormData, UploadFile
 
+from mnemo_api.answers import (
+    CallPath,
+    CodeResults,
+    IndexAccepted,
+    Repositories,
+    SymbolAnswer,
+    Traversal,
+    documented,
+)
 from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
 from mnemo_api.errors import is_json_media_type, not_json, too_deep
 from mnemo_api.schemas import Count, SafeStr
@@ -225,6 +234,8 @@ async def _index_archive(request: Request, st: AppState) -> dict[str, Any]:
 @router.post(
     "/index",
     status_code=202,
+    response_model=None,
+    responses=documented(IndexAccepted, "Queued: poll the job", 202),
     openapi_extra={
         "requestBody": {
             "content": {
@@ -364,7 +375,7 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
     }
 
 
-@router.get("/search")
+@router.get("/search", response_model=None, responses=documented(CodeResults))
 async def search_get(
     q: Annotated[str, Query(min_length=1, max_length=2000)],
     st: AppState = Depends(state),
@@ -389,12 +400,16 @@ async def search_get(
     return await _search(body, st)
 
 
-@router.post("/search")
+@router.post("/search", response_model=None, responses=documented(CodeResults))
 async def search_post(body: SearchIn, st: AppState = Depends(state)) -> dict[str, Any]:
     return await _search(body, st)
 
 
-@router.get("/graph/{repository}/symbols/{qualified_name:path}")
+@router.get(
+    "/graph/{repository}/symbols/{qualified_name:path}",
+    response_model=None,
+    responses=documented(SymbolAnswer),
+)
 async def symbol(
     repository: RepoInPath,
     qualified_name: SymbolInPath,
@@ -405,7 +420,7 @@ async def symbol(
         return await graphs.symbol(conn, repository, qualified_name)
 
 
-@router.post("/graph/traverse")
+@router.post("/graph/traverse", response_model=None, responses=documented(Traversal))
 async def traverse(body: TraverseIn, st: AppState = Depends(state)) -> dict[str, Any]:
     """Everything reachable from ``start`` within ``max_depth`` hops."""
     async with st.pool.acquire() as conn:
@@ -419,7 +434,7 @@ async def traverse(body: TraverseIn, st: AppState = Depends(state)) -> dict[str,
         )
 
 
-@router.get("/graph/{repository}/path")
+@router.get("/graph/{repository}/path", response_model=None, responses=documented(CallPath))
 async def call_path(
     repository: RepoInPath,
     source: Annotated[SafeStr, Query(alias="from", min_length=1, max_length=1024)],
@@ -440,7 +455,7 @@ async def call_path(
     }
 
 
-@router.get("/repositories")
+@router.get("/repositories", response_model=None, responses=documented(Repositories))
 async def repositories(st: AppState = Depends(state)) -> dict[str, Any]:
     """Files, chunks, symbols, edges, languages, last indexed and embedding coverage."""
     async with st.pool.acquire() as conn:
