@@ -16,14 +16,18 @@ from mnemo_api.answers import (
     CodeResults,
     Event,
     EventPage,
+    Health,
     IndexAccepted,
     Job,
     JobPage,
+    Queues,
+    Ready,
     Repositories,
     RetriedJob,
     SearchResults,
     SymbolAnswer,
     Traversal,
+    Workers,
 )
 from mnemo_core import db
 from mnemo_embedder.model import POISON_MARKER, HashModel
@@ -170,3 +174,12 @@ async def test_code_answers(dsn: str) -> None:
         assert none["path"] is None and none["hops"] is None
         repos = conforms(Repositories, await api.get("/v1/code/repositories"))
         assert repos["repositories"][0]["languages"]
+
+
+async def test_operations_answers(api: httpx.AsyncClient) -> None:
+    conforms(Health, await api.get("/health"))
+    conforms(Ready, await api.get("/ready"))
+    await api.post("/v1/events", json={"content": {"text": "something to count"}})
+    queues = conforms(Queues, await api.get("/v1/queues"))
+    assert {q["queue"] for q in queues["queues"]} >= {"embed", "index"}
+    conforms(Workers, await api.get("/v1/workers"))

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from mnemo_api.answers import DeadLetters, Replayed, Workers
 from mnemo_core import db
 from mnemo_embedder.model import POISON_MARKER, HashModel
 from mnemo_embedder.worker import EmbedWorker
@@ -63,6 +64,7 @@ async def test_a_workers_batch_is_its_last_one_then_zero_when_idle(
             return row["batch_size"]
 
         assert await batch() == 5  # its last heartbeat followed the batch
+        Workers.model_validate((await api.get("/v1/workers")).json())
         async with pool.acquire() as conn:
             await w._beat(conn)  # a heartbeat with no batch since the last one
         assert await batch() == 0
@@ -245,6 +247,7 @@ async def test_dead_letters_listed_then_replayed_exactly_once(
     again = (await api.get("/v1/dlq/embed")).json()  # the source queue's name works too
     assert listed == again, "listing consumed or changed something"
     assert listed["queue"] == "embed_dlq" and listed["source"] == "embed"
+    DeadLetters.model_validate(listed)  # as the OpenAPI document says
     [letter] = listed["messages"]
     assert letter["job_id"] == job_id and letter["items"] == 2 and letter["kind"] == "event"
     assert "ValueError" in letter["error"] or "poison" in letter["error"]
@@ -258,6 +261,7 @@ async def test_dead_letters_listed_then_replayed_exactly_once(
     r = await api.post("/v1/dlq/embed_dlq/replay", json={"ids": [letter["id"]]})
     assert r.status_code == 200, r.text
     assert r.json()["replayed"] == 1 and r.json()["requeued_items"] == 1
+    Replayed.model_validate(r.json())
     j = await job(api, job_id)
     assert j["status"] == "running" and j["progress"] == {"total": 4, "done": 3, "failed": 0}
     assert j["error"] is None and j["failures"] == []
@@ -305,6 +309,7 @@ async def test_replay_after_a_job_retry_and_of_a_cancelled_job(
     r = (await api.post("/v1/dlq/embed/replay")).json()
     assert r["replayed"] == 0 and len(r["skipped"]) == 1
     assert "cancelled" in r["skipped"][0]["reason"]
+    Replayed.model_validate(r)
     assert len((await api.get("/v1/dlq/embed")).json()["messages"]) == 1
     # Retried, it is running again, not queued: some of its items are done.
     r = (await api.post(f"/v1/jobs/{second['job_id']}/retry")).json()

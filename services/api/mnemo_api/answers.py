@@ -1,5 +1,4 @@
-"""The shapes of the answers of the event, search, job and code routes, for the OpenAPI
-document.
+"""The shapes of the answers of the API's routes, for the OpenAPI document.
 
 The routes build their answers as dicts (mnemo_core's ``to_json``) and declare these with
 ``responses=`` rather than ``response_model=``: validating and re-serializing every answer
@@ -257,6 +256,86 @@ class Repository(_Answer):
 
 class Repositories(_Answer):
     repositories: list[Repository]
+
+
+class Health(_Answer):
+    status: Literal["ok"]
+
+
+class Ready(_Answer):
+    status: Literal["ready"]
+    database: Literal["ok"]
+
+
+class QueueFigures(_Answer):
+    queue: str
+    depth: int = Field(description="messages in the queue, visible or in flight")
+    visible: int = Field(description="waiting to be read")
+    in_flight: int = Field(description="read and not yet acknowledged")
+    oldest_age_s: int | None
+    newest_age_s: int | None
+    total_messages: int = Field(description="ever sent")
+    dead_letters: int | None
+
+
+class Queues(_Answer):
+    queues: list[QueueFigures]
+
+
+class Worker(_Answer):
+    id: str
+    kind: str
+    host: str
+    pid: int
+    version: str
+    started_at: dt.datetime
+    last_heartbeat: dt.datetime
+    stopped_at: dt.datetime | None
+    processed: int
+    failed: int
+    batch_size: int = Field(description="items in its current batch (0: idle)")
+    alive: bool = Field(description="a heartbeat within MNEMO_WORKER_DEAD_AFTER_S")
+
+
+class Workers(_Answer):
+    workers: list[Worker]
+
+
+class DeadLetter(_Answer):
+    """A dead letter as stored; the fields read from its message are null (or whatever
+    the message held) when a producer other than MnemoLite wrote something else."""
+
+    id: int
+    dead_lettered_at: dt.datetime
+    queue: Any = Field(description="the queue it failed on")
+    original_msg_id: Any
+    attempts: Any = Field(description="deliveries before it was dead-lettered")
+    error: Any
+    job_id: Any
+    kind: Any
+    items: int | None
+    message: Any = Field(description="the original message")
+
+
+class DeadLetters(_Answer):
+    queue: str
+    source: str
+    messages: list[DeadLetter]
+    next_after: int | None = Field(description="pass as `after` for the next page")
+
+
+class Unreplayed(_Answer):
+    id: int
+    reason: str
+
+
+class Replayed(_Answer):
+    queue: str
+    replayed: int
+    replayed_ids: list[int]
+    requeued_items: int
+    skipped: list[Unreplayed]
+    not_found: list[int]
 
 
 def documented(

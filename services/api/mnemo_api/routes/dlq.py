@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from mnemo_api.answers import DeadLetters, Replayed, documented
 from mnemo_api.state import AppState, state
 from mnemo_core import dlq
 
@@ -27,7 +28,7 @@ class ReplayRequest(BaseModel):
     )
 
 
-@router.get("/{queue}")
+@router.get("/{queue}", response_model=None, responses=documented(DeadLetters))
 async def list_dead_letters(
     queue: str,
     st: AppState = Depends(state),
@@ -40,7 +41,7 @@ async def list_dead_letters(
         return await dlq.list_letters(conn, queue, after=after, limit=limit)
 
 
-@router.post("/{queue}/replay")
+@router.post("/{queue}/replay", response_model=None, responses=documented(Replayed))
 async def replay_dead_letters(
     queue: str, body: ReplayRequest | None = None, st: AppState = Depends(state)
 ) -> dict[str, Any]:

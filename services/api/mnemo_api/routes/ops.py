@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from mnemo_api.answers import Health, Queues, Ready, Workers, documented
 from mnemo_api.state import AppState, state
 from mnemo_core import migrate, workers
 from mnemo_core.queries import Q
@@ -15,7 +16,7 @@ from mnemo_core.queries import Q
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health")
+@router.get("/health", response_model=None, responses=documented(Health))
 @router.head("/health", include_in_schema=False)  # monitors that probe with HEAD
 async def health() -> dict[str, str]:
     """The process is up."""
@@ -41,7 +42,7 @@ async def _check(st: AppState, within_s: float = 3.0) -> list[str]:
         await st.pool.release(conn)
 
 
-@router.get("/ready")
+@router.get("/ready", response_model=None, responses=documented(Ready))
 @router.head("/ready", include_in_schema=False)
 async def ready(st: AppState = Depends(state)) -> JSONResponse:
     """The database answers and every migration is applied."""
@@ -72,13 +73,13 @@ async def ready(st: AppState = Depends(state)) -> JSONResponse:
     return JSONResponse({"status": "ready", "database": "ok"})
 
 
-@router.get("/v1/queues")
+@router.get("/v1/queues", response_model=None, responses=documented(Queues))
 async def queues(st: AppState = Depends(state)) -> dict[str, Any]:
     """Depth, visible vs in flight, message ages, totals and dead letters of each queue."""
     return {"queues": await st.queue_stats.get(st.pool)}
 
 
-@router.get("/v1/workers")
+@router.get("/v1/workers", response_model=None, responses=documented(Workers))
 async def list_workers(st: AppState = Depends(state)) -> dict[str, Any]:
     """Workers seen in the last hour; ``alive`` means a recent heartbeat."""
     async with st.pool.acquire() as conn:
