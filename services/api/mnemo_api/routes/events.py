@@ -7,17 +7,18 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import asyncpg
 import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mnemo_api import cursors
-from mnemo_api.answers import Event, EventPage, documented
+from mnemo_api.answers import EmbeddingStatus, Event, EventPage, documented
 from mnemo_api.schemas import (
     BatchAccepted,
     EventAccepted,
@@ -109,14 +110,15 @@ async def _accept(
     *,
     key: str | None = None,
     scope: str = "",
-    request: Any = None,
+    request: BaseModel | None = None,
     response: Response | None = None,
 ) -> idempotency.Answer:
-    """Store the events (and queue them); with an idempotency key, only the first time."""
+    """Store the events (and queue them); with an idempotency key, only the first time
+    (``request`` is what identifies the request: the body as validated)."""
     if key is None:
         return answer_of(await _ingest(st, new))
     claimed_key = _key(key)
-    fingerprint = idempotency.fingerprint(request)
+    fingerprint = idempotency.fingerprint(request.model_dump(mode="json") if request else None)
     ttl_s = st.settings.idempotency_ttl_s
 
     async def once(conn: asyncpg.Connection) -> tuple[idempotency.Answer, bool]:
@@ -180,7 +182,7 @@ async def create_event(
         _one_answer,
         key=idempotency_key,
         scope="POST /v1/events",
-        request=body.model_dump(mode="json"),
+        request=body,
         response=response,
     )
     response.status_code = answer.status
@@ -296,14 +298,11 @@ async def create_events(
         _batch_answer,
         key=idempotency_key,
         scope="POST /v1/events/batch",
-        request=body.model_dump(mode="json"),
+        request=body,
         response=response,
     )
     response.status_code = answer.status
     return BatchAccepted.model_validate(answer.body)
-
-
-EmbeddingStatus = Literal["pending", "done", "skipped", "failed", "cancelled"]
 
 
 @router.get("", response_model=None, responses=documented(EventPage))
