@@ -135,6 +135,9 @@ async def test_batch(api: httpx.AsyncClient, dsn: str) -> None:
         ("/v1/search", {"q": "x", "limit": 0}, "body.limit"),
         # JSON true is not a count (pydantic took it as 1).
         ("/v1/search", {"q": "x", "limit": True}, "body.limit: expected a whole number"),
+        # Nor is it a vector's 1.0, nor a string its number.
+        ("/v1/events", {"content": {}, "embedding": [True] * DIM}, "body.embedding.0"),
+        ("/v1/search", {"vector": ["0.5"] * DIM}, "body.vector.0"),
         # Times whose UTC date is outside years 1-9999 (the driver's own error used to be
         # the answer, naming a query argument).
         ("/v1/events", {"content": {}, "timestamp": "0001-01-01T00:00:00+14:00"}, "body.timestamp"),

@@ -47,6 +47,7 @@ CASES: list[tuple[str, bytes, dict[str, str]]] = [
     ("nothing to embed", json.dumps({"content": {"n": 1}}).encode(), JSON),
     ("naive timestamp", body(timestamp="2026-01-01T00:00:00"), JSON),
     ("wrong dimension", body(embedding=[0.5] * 3), JSON),
+    ("boolean in the embedding", body(embedding=[True] * 384), JSON),
     ("unknown field", body(colour="red"), JSON),
     ("content not an object", json.dumps({"content": "x"}).encode(), JSON),
     ("no content", b"{}", JSON),

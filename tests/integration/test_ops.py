@@ -257,6 +257,9 @@ async def test_dead_letters_listed_then_replayed_exactly_once(
     assert missing.json()["not_found"] == [999999] and missing.json()["replayed"] == 0
     bad = await api.post("/v1/dlq/embed/replay", json={"ids": "all"})
     assert bad.status_code == 422 and bad.json()["detail"].startswith("body.ids")
+    for ids in ([True], ["1"], [1.0]):  # true replayed message 1
+        bad = await api.post("/v1/dlq/embed/replay", json={"ids": ids})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("body.ids.0"), ids
 
     r = await api.post("/v1/dlq/embed_dlq/replay", json={"ids": [letter["id"]]})
     assert r.status_code == 200, r.text

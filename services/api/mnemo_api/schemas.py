@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
     field_validator,
     model_validator,
 )
@@ -97,9 +98,10 @@ def _usable(v: list[float]) -> list[float]:
     return v
 
 
-# A vector pgvector can store and compare by cosine: no NaN, no infinity (1e999 parses as
-# one), nothing that overflows 32-bit floats, not all zeros.
-FiniteVector = Annotated[list[float], AfterValidator(_usable)]
+# A vector pgvector can store and compare by cosine: numbers only (JSON true and "0.5" are
+# not; pydantic would take them as 1.0 and 0.5), no NaN, no infinity (1e999 parses as one),
+# nothing that overflows 32-bit floats, not all zeros.
+FiniteVector = Annotated[list[StrictFloat], AfterValidator(_usable)]
 
 
 def _aware(ts: dt.datetime | None) -> dt.datetime | None:

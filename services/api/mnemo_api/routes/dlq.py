@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from mnemo_api.answers import DeadLetters, Replayed, documented
 from mnemo_api.state import AppState, state
@@ -14,7 +14,8 @@ from mnemo_core import dlq
 router = APIRouter(prefix="/v1/dlq", tags=["operations"])
 
 
-MsgId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+# Strict: JSON true is not message 1 (it replayed it), nor "1".
+MsgId = Annotated[StrictInt, Field(ge=1, le=2**63 - 1)]
 
 
 class ReplayRequest(BaseModel):
