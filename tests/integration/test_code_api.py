@@ -272,10 +272,16 @@ async def test_bad_strip_components(api: httpx.AsyncClient, value: str) -> None:
         ({}, "body.repository: Field required"),
         ({"repository": ""}, "body.repository: Field required"),
         ({"repository": "mail", "strip_component": "1"}, "body.strip_component: Extra inputs"),
+        # prune removes files: only true or false (1, yes and on were taken as true).
+        ({"repository": "mail", "prune": "1"}, "body.prune: expected true or false"),
+        ({"repository": "mail", "prune": "yes"}, "body.prune: expected true or false"),
+        # Which of two values would win is nobody's guess (the last one did).
+        ({"repository": "mail", "prune": ["false", "true"]}, "body.prune: given more than once"),
+        ({"repository": ["mail", "shop"]}, "body.repository: given more than once"),
     ],
 )
 async def test_archive_form_fields_are_checked_by_name(
-    api: httpx.AsyncClient, form: dict[str, str], message: str
+    api: httpx.AsyncClient, form: dict[str, str | list[str]], message: str
 ) -> None:
     """A missing repository is said to be missing, and a misspelt field is refused (as in
     the JSON body) rather than ignored."""

@@ -9,7 +9,15 @@ from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 from starlette.datastructures import FormData, UploadFile
 
 from mnemo_api.answers import (
@@ -75,6 +83,17 @@ class IndexIn(BaseModel):
 MAX_STRIP_COMPONENTS = 32
 
 
+def _form_bool(v: Any) -> Any:
+    """A form field's ``true`` or ``false``; pydantic would also take 1, yes, on, t and y,
+    and prune removes files."""
+    if isinstance(v, str):
+        word = v.strip().lower()
+        if word not in ("true", "false"):
+            raise ValueError("expected true or false")
+        return word == "true"
+    return v
+
+
 class ArchiveForm(BaseModel):
     """The form fields of a multipart archive upload (``archive`` is the file)."""
 
@@ -82,7 +101,7 @@ class ArchiveForm(BaseModel):
 
     repository: Repo
     commit: SafeStr | None = Field(default=None, max_length=200)
-    prune: bool = False
+    prune: Annotated[bool, BeforeValidator(_form_bool)] = False
     strip_components: int = Field(
         default=0,
         ge=0,
@@ -196,9 +215,13 @@ def _archive_form(form: FormData, limit: int) -> tuple[ArchiveForm, UploadFile]:
         raise TooLarge("body.archive", f"{size} bytes; at most {limit} (MNEMO_MAX_ARCHIVE_BYTES)")
     # Every other field is the form's: a missing one is "Field required", an unknown one (a
     # typo such as strip_component) is refused as in the JSON body, and an empty one is unset.
-    fields = {
-        k: v for k, v in form.multi_items() if isinstance(v, str) and k not in ("archive", "file")
-    }
+    given = [
+        (k, v) for k, v in form.multi_items() if isinstance(v, str) and k not in ("archive", "file")
+    ]
+    fields = dict(given)
+    if len(fields) < len(given):  # which one would win is nobody's guess: say so
+        twice = next(k for k, _ in given if sum(1 for n, _ in given if n == k) > 1)
+        raise InvalidInput(f"body.{twice}", "given more than once")
     try:
         meta = ArchiveForm.model_validate({k: v for k, v in fields.items() if v != ""})
     except ValidationError as exc:
