@@ -214,3 +214,23 @@ async def test_the_header_is_documented(api: httpx.AsyncClient) -> None:
     for path in ("/v1/events", "/v1/events/batch"):
         params = spec["paths"][path]["post"].get("parameters", [])
         assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in params)
+
+
+async def test_a_key_given_twice_is_refused(api: httpx.AsyncClient, dsn: str) -> None:
+    """Which one counts would be a guess (the first did); a proxy merging the two lines
+    would make a third key of them."""
+    for path, body in (("/v1/events", EVENT), ("/v1/events/batch", BATCH)):
+        r = await api.post(
+            path, json=body, headers=[("Idempotency-Key", "one"), ("Idempotency-Key", "two")]
+        )
+        assert r.status_code == 422
+        assert r.json()["detail"] == "header.Idempotency-Key: given more than once"
+    assert await counts(dsn) == (0, 0, 0)
+
+
+async def test_the_replay_header_is_documented(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    for path in ("/v1/events", "/v1/events/batch"):
+        for status in ("201", "202"):
+            answer = spec["paths"][path]["post"]["responses"][status]
+            assert "Idempotent-Replayed" in answer["headers"]

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import numpy as np
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
@@ -43,12 +43,30 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias=idempotency.HEADER,
-        description="Any unique string (a UUID, say) of at most 255 printable ASCII "
-        "characters. Sent again with the same request (a retry after a lost answer), it "
-        "gets the first answer back, with `Idempotent-Replayed: true`, instead of storing "
-        "the events twice; with another request, a 422. Kept for MNEMO_IDEMPOTENCY_TTL_S.",
+        description="Any unique string (a UUID, say) of 1 to 255 printable ASCII "
+        'characters, in double quotes or not ("k" and k are the same key), given once. Sent '
+        "again with the same request (a retry after a lost answer), it gets the first answer "
+        "back, with `Idempotent-Replayed: true`, instead of storing the events twice; with "
+        "another request, a 422. Kept for MNEMO_IDEMPOTENCY_TTL_S.",
+        # Documented, not checked here: _key's 422 says what is wrong in our words.
+        json_schema_extra={"minLength": 1, "maxLength": idempotency.MAX_KEY_CHARS + 2},
     ),
 ]
+#: The answer's header on a replay, documented on both write routes.
+_REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "true: the answer of an earlier request with the same Idempotency-Key;"
+        " nothing was stored",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+
+
+def _written(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    return {
+        201: {"model": model, "description": "stored without queueing", "headers": _REPLAYED},
+        202: {"description": "stored, its embedding queued", "headers": _REPLAYED},
+    }
 
 
 def _to_new(ev: EventIn, dim: int, field: str) -> events.NewEvent:
@@ -91,9 +109,11 @@ def _batch_answer(done: events.Ingested) -> idempotency.Answer:
     return idempotency.Answer(202 if done.queued else 201, accepted.model_dump())
 
 
-def _key(raw: str) -> str:
+def _key(raw: str, request: Request) -> str:
     """The key of an ``Idempotency-Key`` header: printable ASCII, in double quotes (the
-    IETF draft's structured-field string) or not."""
+    IETF draft's structured-field string) or not; one header line."""
+    if len(request.headers.getlist(idempotency.HEADER)) > 1:
+        raise InvalidInput(f"header.{idempotency.HEADER}", "given more than once")
     key = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
     if not (1 <= len(key) <= idempotency.MAX_KEY_CHARS and key.isascii() and key.isprintable()):
         raise InvalidInput(
@@ -110,14 +130,16 @@ async def _accept(
     *,
     key: str | None = None,
     scope: str = "",
+    http: Request | None = None,
     request: BaseModel | None = None,
     response: Response | None = None,
 ) -> idempotency.Answer:
-    """Store the events (and queue them); with an idempotency key, only the first time
-    (``request`` is what identifies the request: the body as validated)."""
-    if key is None:
+    """Store the events (and queue them); with an idempotency key (from the request
+    ``http``), only the first time (``request`` is what identifies the request: the body as
+    validated)."""
+    if key is None or http is None:
         return answer_of(await _ingest(st, new))
-    claimed_key = _key(key)
+    claimed_key = _key(key, http)
     fingerprint = idempotency.fingerprint(request.model_dump(mode="json") if request else None)
     ttl_s = st.settings.idempotency_ttl_s
 
@@ -165,10 +187,11 @@ async def _purge_expired_keys(st: AppState) -> None:
     "",
     status_code=202,
     response_model=EventAccepted,
-    responses={201: {"model": EventAccepted, "description": "stored without queueing"}},
+    responses=_written(EventAccepted),
 )
 async def create_event(
     body: EventIn,
+    http: Request,
     response: Response,
     st: AppState = Depends(state),
     idempotency_key: IdempotencyKey = None,
@@ -182,6 +205,7 @@ async def create_event(
         _one_answer,
         key=idempotency_key,
         scope="POST /v1/events",
+        http=http,
         request=body,
         response=response,
     )
@@ -276,10 +300,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     "/batch",
     status_code=202,
     response_model=BatchAccepted,
-    responses={201: {"model": BatchAccepted, "description": "stored without queueing"}},
+    responses=_written(BatchAccepted),
 )
 async def create_events(
     body: EventBatchIn,
+    http: Request,
     response: Response,
     st: AppState = Depends(state),
     idempotency_key: IdempotencyKey = None,
@@ -298,6 +323,7 @@ async def create_events(
         _batch_answer,
         key=idempotency_key,
         scope="POST /v1/events/batch",
+        http=http,
         request=body,
         response=response,
     )
