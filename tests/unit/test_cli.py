@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from collections.abc import Callable
 
 import pytest
 from rich.console import Console
@@ -225,3 +226,58 @@ def test_a_write_is_retried_once_with_the_same_idempotency_key(
     with pytest.raises(ApiError):
         cli.post_once(c, "/v1/events", {"content": {"text": "x"}})
     assert len(keys) == 1
+
+
+HOSTILE = "[/INST] a [bold]memory[/bold] \x1b]0;PWNED\x07\x1b[2J done"
+
+
+def test_stored_text_prints_as_it_is_without_driving_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Markup in a memory printed literally (``[/x]`` crashed the CLI, ``[bold]`` was
+    eaten), and escape sequences written out instead of sent to the terminal."""
+    from mnemo_cli import code, main, ops
+
+    def rendered(console: Console, show: Callable[[], object]) -> str:
+        buffer = io.StringIO()
+        monkeypatch.setattr(console, "file", buffer)
+        show()
+        return buffer.getvalue()
+
+    out = rendered(
+        main.console,
+        lambda: main._show_job(
+            {
+                "id": JOB,
+                "kind": "embed_events",
+                "status": "failed",
+                "progress": {"done": 0, "total": 1, "failed": 1},
+                "error": HOSTILE,
+                "failures": [{"item_kind": "event", "item_id": "e", "error": HOSTILE}],
+            }
+        ),
+    )
+    assert out.count("[/INST] a [bold]memory[/bold]") == 2
+    assert "\x1b" not in out and "\x07" not in out and out.count("\\x1b]0;PWNED\\x07") == 2
+    letter = {
+        "id": 1,
+        "dead_lettered_at": "2026-12-01T12:00:00+00:00",
+        "job_id": None,
+        "kind": "[red]",
+        "items": None,
+        "attempts": 5,
+        "error": HOSTILE,
+    }
+    for width in (200, 60):  # a table, and a block per letter
+        monkeypatch.setattr(ops.console, "width", width)
+        out = rendered(
+            ops.console, lambda: ops._letters_table({"queue": "q", "messages": [letter]})
+        )
+        assert "\x1b" not in out and "[red]" in out and "[/INST]" in out
+    out = rendered(
+        code.console,
+        lambda: code.console.print(
+            code._symbol_rows("callers", [{"qualified_name": "[/x]", "path": None}])
+        ),
+    )
+    assert "[/x]" in out

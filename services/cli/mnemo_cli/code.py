@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mnemo_cli.client import ApiError, Client, seg
+from mnemo_cli.show import plain, shown
 
 # soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
 # ids and all); tables still fit the width.
@@ -193,7 +194,7 @@ def cmd_index(args: argparse.Namespace, c: Client) -> int:
         )
         named = [*skipped, *((x["path"], x["reason"]) for x in body["skipped"])]
         for path, why in named[:SKIPPED_SHOWN]:
-            console.print(f"  skipped {path}: {why}", style="dim")
+            console.print(f"  skipped {shown(path)}: {shown(why)}", style="dim")
         if len(named) > SKIPPED_SHOWN:
             console.print(f"  … and {len(named) - SKIPPED_SHOWN} more (--json lists them all)")
     job = watch_index_job(c, body["job_id"], quiet=args.json) if args.watch else None
@@ -209,7 +210,7 @@ def cmd_index(args: argparse.Namespace, c: Client) -> int:
             f"{r.get('chunks', 0)} chunks, {r.get('symbols', 0)} symbols, {r.get('edges', 0)} edges"
         )
         for f in r.get("files_failed", [])[:20]:
-            console.print(f"  failed {f['path']}: {f['reason']}", style="red")
+            console.print(f"  failed {shown(f['path'])}: {shown(f['reason'])}", style="red")
     return 1 if job is not None and job["status"] != "succeeded" else 0
 
 
@@ -241,11 +242,11 @@ def cmd_search(args: argparse.Namespace, c: Client) -> int:
         err.print(note, style="yellow")
     for r in data["results"]:
         console.print(
-            f"[bold]{r['scores']['fused']:.4f}[/]  {r['qualified_name']}  "
-            f"[dim]{r['repository']}:{r['path']}:{r['start_line']}-{r['end_line']}[/]"
+            f"[bold]{r['scores']['fused']:.4f}[/]  {shown(r['qualified_name'])}  "
+            f"[dim]{r['repository']}:{shown(r['path'])}:{r['start_line']}-{r['end_line']}[/]"
         )
         if r["signature"]:
-            console.print(f"    {r['signature']}", markup=False)
+            console.print(f"    {plain(r['signature'])}", markup=False)
     if not data["results"]:
         console.print("no results")
     return 0
@@ -256,8 +257,8 @@ def _symbol_rows(title: str, rows: list[dict[str, Any]]) -> Table:
     t.add_column("qualified name")
     t.add_column("where")
     for r in rows:
-        where = f"{r['path']}:{r['line']}" if r.get("path") else "(external)"
-        t.add_row(r["qualified_name"], where)
+        where = f"{shown(r['path'])}:{r['line']}" if r.get("path") else "(external)"
+        t.add_row(shown(r["qualified_name"]), where)
     return t
 
 
@@ -284,7 +285,9 @@ def cmd_path(args: argparse.Namespace, c: Client) -> int:
         console.print("no call path")
     else:
         for step in data["path"]:
-            console.print(f"{step['qualified_name']}  [dim]{step['path']}:{step['line']}[/]")
+            console.print(
+                f"{shown(step['qualified_name'])}  [dim]{shown(step['path'])}:{step['line']}[/]"
+            )
     return 0
 
 

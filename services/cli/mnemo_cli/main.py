@@ -23,6 +23,7 @@ from rich.text import Text
 
 from mnemo_cli import code, ops
 from mnemo_cli.client import ApiError, Client, seg
+from mnemo_cli.show import shown
 
 FINISHED = ("succeeded", "failed", "cancelled")
 # soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
@@ -120,9 +121,11 @@ def _job_line(j: dict[str, Any]) -> str:
 def _show_job(j: dict[str, Any]) -> None:
     console.print(_job_line(j))
     if j.get("error"):
-        console.print(f"  error: {j['error']}", style="red")
+        console.print(f"  error: {shown(j['error'])}", style="red")
     for f in j.get("failures", [])[:20]:
-        console.print(f"  failed {f['item_kind']} {f['item_id']}: {f['error']}", style="red")
+        console.print(
+            f"  failed {f['item_kind']} {shown(f['item_id'])}: {shown(f['error'])}", style="red"
+        )
 
 
 def cmd_jobs_show(args: argparse.Namespace, c: Client) -> int:
@@ -203,8 +206,8 @@ def cmd_events_list(args: argparse.Namespace, c: Client) -> int:
     def human(d: dict[str, Any]) -> None:
         for e in d["events"]:
             console.print(
-                f"{e['timestamp'][:19]}  {e['id']}  {e['embedding_status']:<9} {_text_of(e)[:80]}",
-                markup=False,
+                f"{e['timestamp'][:19]}  {e['id']}  {e['embedding_status']:<9} "
+                f"{shown(_text_of(e)[:80])}",
                 highlight=False,
             )
         if not d["events"]:
@@ -224,7 +227,7 @@ def cmd_search(args: argparse.Namespace, c: Client) -> int:
 
     def human(d: dict[str, Any]) -> None:
         for r in d["results"]:
-            console.print(f"[bold]{r['score']:.3f}[/]  {r['id']}  {_text_of(r)[:100]}")
+            console.print(f"[bold]{r['score']:.3f}[/]  {r['id']}  {shown(_text_of(r)[:100])}")
         if not d["results"]:
             console.print("no results")
 
@@ -423,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, "json", False):  # scripts read errors as they read answers
             print(json.dumps({"error": exc.detail, "status": exc.status or None}), file=sys.stderr)
         else:
-            err.print(f"mnemo: {exc}", style="red")
+            err.print(f"mnemo: {shown(exc)}", style="red")
         code = 1
     except KeyboardInterrupt:
         code = 130

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnemo_cli.client import ApiError, Client, seg
+from mnemo_cli.show import shown
 
 # soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
 # ids and all); tables still fit the width.
@@ -46,11 +47,11 @@ def _letters_table(d: dict[str, Any]) -> None:
         (
             str(m["id"]),
             m["dead_lettered_at"],
-            str(m["job_id"] or "-"),
-            str(m["kind"] or "-"),
+            shown(m["job_id"] or "-"),
+            shown(m["kind"] or "-"),
             str(m["items"] if m["items"] is not None else "-"),
             str(m["attempts"] if m["attempts"] is not None else "-"),
-            (m["error"] or "")[:240],
+            shown((m["error"] or "")[:240]),
         )
         for m in d["messages"]
     ]
@@ -72,7 +73,7 @@ def _letters_table(d: dict[str, Any]) -> None:
             console.print(
                 Padding(f"job {job}  kind {kind}  items {items}  attempts {attempts}", (0, 0, 0, 2))
             )
-            console.print(Padding(Text(error, overflow="fold"), (0, 0, 0, 2)))
+            console.print(Padding(Text.from_markup(error, overflow="fold"), (0, 0, 0, 2)))
     if not d["messages"]:
         console.print(f"{d['queue']} is empty")
     elif d.get("next_after"):
@@ -95,7 +96,7 @@ def cmd_dlq_replay(args: argparse.Namespace, c: Client) -> int:
             f"{d['requeued_items']} items pending again"
         )
         for s in d["skipped"]:
-            console.print(f"  skipped {s['id']}: {s['reason']}", style="yellow")
+            console.print(f"  skipped {s['id']}: {shown(s['reason'])}", style="yellow")
         if d["not_found"]:
             console.print(f"  not found: {', '.join(map(str, d['not_found']))}", style="red")
 
@@ -142,7 +143,7 @@ def cmd_status(args: argparse.Namespace, c: Client) -> int:
             + (", ".join(f"{k} {n}" for k, n in sorted(alive.items())) or "[red]none[/]")
         )
         for j in d["failed_jobs"]:
-            console.print(f"  failed job {j['id']} {j['kind']}: {j['error']}", style="red")
+            console.print(f"  failed job {j['id']} {j['kind']}: {shown(j['error'])}", style="red")
 
     _print(args, data, human)
     return 0 if ready.get("status") == "ready" else 1
