@@ -174,6 +174,24 @@ async def test_cancel_stops_remaining_items_and_retry_requeues(pool: asyncpg.Poo
     assert j["status"] == "succeeded" and j["progress"]["done"] == 12
 
 
+async def test_a_write_after_a_cancel_moves_no_time_backwards(pool: asyncpg.Pool) -> None:
+    """A worker's transaction that began before the cancel and writes after it (the batch it
+    already held): the job stays never started, and updated_at does not go back to that
+    transaction's start."""
+    done = await ingest(pool, ["a", "b"])
+    async with pool.acquire() as worker, pool.acquire() as user:
+        async with worker.transaction():
+            await worker.execute("SELECT now()")  # the worker's transaction has begun
+            await asyncio.sleep(0.05)
+            cancelled = await jobs.cancel(user, done.job_id)  # type: ignore[arg-type]
+            await jobs.progress(worker, done.job_id, done=1, attempts=1)  # type: ignore[arg-type]
+    j = await job(pool, done.job_id)
+    assert j["status"] == "cancelled" and j["progress"]["done"] == 1
+    assert j["started_at"] is None
+    assert j["finished_at"] == cancelled["finished_at"]
+    assert j["updated_at"] >= cancelled["updated_at"]
+
+
 async def test_retry_requeues_only_failed_items(pool: asyncpg.Pool) -> None:
     done = await ingest(
         pool,

@@ -45,13 +45,16 @@ DO UPDATE SET error = EXCLUDED.error, attempts = EXCLUDED.attempts, failed_at = 
 
 -- cancel_job --
 -- Cancel a queued or running job ($1); returns the job, or nothing if it was not cancellable.
-UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now()
+-- Its times never run backwards: a worker's write may carry a later time than this now().
+UPDATE jobs SET status = 'cancelled',
+    finished_at = greatest(updated_at, now()), updated_at = greatest(updated_at, now())
 WHERE id = $1 AND status IN ('queued', 'running')
 RETURNING *;
 
 -- cancel_job_because --
 -- Cancel job $1 if it is queued or running, with the reason $2 as its error.
-UPDATE jobs SET status = 'cancelled', error = $2, finished_at = now(), updated_at = now()
+UPDATE jobs SET status = 'cancelled', error = $2,
+    finished_at = greatest(updated_at, now()), updated_at = greatest(updated_at, now())
 WHERE id = $1 AND status IN ('queued', 'running');
 
 -- lock_job --
