@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mnemo_core import events, jobs, queue
+from mnemo_core.errors import Conflict
 from mnemo_core.settings import Settings
 from mnemo_embedder.model import POISON_MARKER, HashModel
 from mnemo_embedder.worker import EmbedWorker
@@ -190,6 +191,26 @@ async def test_a_write_after_a_cancel_moves_no_time_backwards(pool: asyncpg.Pool
     assert j["started_at"] is None
     assert j["finished_at"] == cancelled["finished_at"]
     assert j["updated_at"] >= cancelled["updated_at"]
+
+
+async def test_retry_of_a_job_whose_failed_items_are_gone_conflicts(pool: asyncpg.Pool) -> None:
+    """It re-opened and settled as failed again, its error gone; now a 409 changes nothing."""
+    bad = await ingest(pool, [f"bad {POISON_MARKER}", f"worse {POISON_MARKER}"])
+    for _ in range(3):
+        await drain(pool)
+        async with pool.acquire() as conn:  # skip the backoff: make it visible now
+            await conn.execute("UPDATE pgmq.q_embed SET vt = now()")
+    before = await job(pool, bad.job_id)
+    assert before["status"] == "failed" and before["error"]
+    async with pool.acquire() as conn:
+        for event_id in bad.event_ids:
+            await events.delete(conn, event_id)
+    with pytest.raises(Conflict, match="nothing to retry: its failed items no longer exist"):
+        async with pool.acquire() as conn, conn.transaction():
+            await jobs.retry(conn, bad.job_id, message_batch=8)  # type: ignore[arg-type]
+    after = await job(pool, bad.job_id)
+    assert after["status"] == "failed" and after["error"] == before["error"]
+    assert len(after["failures"]) == 2
 
 
 async def test_retry_requeues_only_failed_items(pool: asyncpg.Pool) -> None:

@@ -167,9 +167,14 @@ async def retry(
             redo.queue,
             [EmbedMessage(job_id, kind, tuple(b)).to_json() for b in chunked(requeued, per_msg)],
         )
+    if not total and job["failed"]:
+        # Its failed items were deleted since: re-opening it would only settle it as failed
+        # again, its error gone. The caller's transaction rolls back what was taken.
+        raise Conflict(f"job {job_id} has nothing to retry: its failed items no longer exist")
     row = await conn.fetchrow(Q["reopen_job"], job_id, n_failed)
     if not total:
-        # Nothing left to redo (e.g. the failed items were deleted): settle the job now.
+        # Nothing to redo and nothing failed (a cancel that came after its last item, or
+        # whose waiting items were deleted): settle the job now.
         await progress(conn, job_id)
         row = await conn.fetchrow(Q["get_job"], job_id)
     out = to_json(row)
