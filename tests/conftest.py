@@ -3,9 +3,12 @@ built once into a template database, and a fresh database per test cloned from i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -20,16 +23,38 @@ from mnemo_core.localpg import LocalPostgres, free_port
 from tests.helpers import DIM, TEMPLATE, admin_sql, cloned_database, migrate_now
 
 
+@contextlib.contextmanager
+def _outside_pytest_temp() -> Iterator[Path]:
+    """A fresh folder for a PostgreSQL data directory, outside pytest's temporary root.
+
+    That root (``/tmp/pytest-of-<user>``) must be traversable by the server, which runs as
+    its own user when the tests run as root (``LocalPostgres`` opens it up). Every pytest
+    session that starts closes it again (mode 0700, pytest's own safety check): a second
+    session on the machine (another clone's ``make test``) left the servers of the first
+    one unable to open their files (PANIC: could not open pg_control)."""
+    path = Path(tempfile.mkdtemp(prefix="mnemo-test-pg-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_home() -> Iterator[Path]:
+    """A folder for a test's own PostgreSQL data directory (see ``_outside_pytest_temp``)."""
+    with _outside_pytest_temp() as path:
+        yield path
+
+
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
-    server = LocalPostgres(
-        tmp_path_factory.mktemp("pg"), port=free_port(), database="postgres", durable=False
-    )
-    server.start()
-    admin_sql(server, f"CREATE DATABASE {TEMPLATE}")
-    migrate_now(server.dsn(TEMPLATE), DIM)
-    yield server
-    server.stop()
+def pg() -> Iterator[LocalPostgres]:
+    with _outside_pytest_temp() as home:
+        server = LocalPostgres(home / "pg", port=free_port(), database="postgres", durable=False)
+        server.start()
+        admin_sql(server, f"CREATE DATABASE {TEMPLATE}")
+        migrate_now(server.dsn(TEMPLATE), DIM)
+        yield server
+        server.stop()
 
 
 @pytest.fixture

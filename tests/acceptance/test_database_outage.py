@@ -18,8 +18,8 @@ from tests.helpers import Proc, migrate_now, service_env, wait_for_sync, wait_re
 pytestmark = pytest.mark.acceptance
 
 
-def test_api_and_embedder_survive_a_database_restart(tmp_path: Path) -> None:
-    pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
+def test_api_and_embedder_survive_a_database_restart(tmp_path: Path, pg_home: Path) -> None:
+    pg = LocalPostgres(pg_home / "db", port=free_port(), durable=False)
     dsn = pg.start()
     migrate_now(dsn)
     port = free_port()
@@ -84,11 +84,11 @@ def test_api_and_embedder_survive_a_database_restart(tmp_path: Path) -> None:
         pg.stop()
 
 
-def test_api_waits_for_a_database_that_is_not_up_yet(tmp_path: Path) -> None:
+def test_api_waits_for_a_database_that_is_not_up_yet(tmp_path: Path, pg_home: Path) -> None:
     """Started before PostgreSQL, the API waits (with backoff) and serves once it is up; a
     SIGTERM while it waits stops it at once, not after the wait."""
     # The "postgres" database exists as soon as the server accepts connections.
-    pg = LocalPostgres(tmp_path / "db", port=free_port(), database="postgres", durable=False)
+    pg = LocalPostgres(pg_home / "db", port=free_port(), database="postgres", durable=False)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = service_env(MNEMO_DATABASE_URL=pg.dsn(), MNEMO_API_PORT=str(port))

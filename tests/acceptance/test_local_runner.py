@@ -26,6 +26,13 @@ from tests.helpers import BIN, Proc, service_env, wait_for_sync, wait_ready
 pytestmark = pytest.mark.acceptance
 
 
+@pytest.fixture
+def tmp_path(pg_home: Path) -> Path:
+    """Each test's folder, for ``mnemo up``'s data and the logs, is outside pytest's
+    temporary root: PostgreSQL runs in it (tests/conftest.py, ``_outside_pytest_temp``)."""
+    return pg_home
+
+
 def start_up(tmp: Path, api_port: int, db_port: int, name: str) -> Proc:
     env = service_env(
         MNEMO_DATA_DIR=str(tmp / "data"),

@@ -21,8 +21,8 @@ from tests.helpers import BIN, Proc, migrate_now, service_env, wait_for_sync, wa
 pytestmark = pytest.mark.fault
 
 
-def test_database_restart_during_ingest(tmp_path: Path, fault_report: list) -> None:
-    pg = LocalPostgres(tmp_path / "db", port=free_port())  # durable, like a user's
+def test_database_restart_during_ingest(tmp_path: Path, pg_home: Path, fault_report: list) -> None:
+    pg = LocalPostgres(pg_home / "db", port=free_port())  # durable, like a user's
     dsn = pg.start()
     migrate_now(dsn)
     s = Stack(dsn, tmp_path, MNEMO_EMBEDDING_MODEL="hash-384", MNEMO_VISIBILITY_TIMEOUT_S="5")
