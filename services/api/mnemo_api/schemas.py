@@ -164,7 +164,11 @@ class BatchAccepted(BaseModel):
 
 
 class MetadataPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Something to do, as _something says, in the schema too.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": ["metadata"]}, {"required": ["remove"]}]},
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
     # Top-level keys to take out (a key set to null is kept, as null).
     remove: list[Annotated[str, Field(max_length=1024)]] = Field(
@@ -226,6 +230,17 @@ class EventFilters(BaseModel):
 
 
 class SearchIn(EventFilters):
+    # Exactly one of q and vector, as _one_query says, in the schema too.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["q"], "properties": {"q": {"type": "string"}}},
+                {"required": ["vector"], "properties": {"vector": {"type": "array"}}},
+            ]
+        },
+    )
+
     q: str | None = Field(default=None, min_length=1, max_length=8192)
 
     @field_validator("q")
