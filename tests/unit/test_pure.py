@@ -375,3 +375,61 @@ def test_uvicorns_copy_of_a_500s_traceback_is_dropped(caplog: pytest.LogCaptureF
         "Exception in callback",
         "Started server process",
     ]
+
+
+def test_an_outage_is_logged_at_once_then_summed_up_then_ended() -> None:
+    """One line for the first failure, then at most one every ``every_s`` carrying the
+    failures since the previous line, and one when the database answers: the counts add up
+    to every failure."""
+    import structlog
+
+    from mnemo_core import db
+
+    now = [0.0]
+    outage = db.OutageLog(counted="refused", every_s=5.0, clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        for t in [0.0, 0.1, 1.0, 4.9, 5.0, 5.1, 9.9, 10.0, 12.0]:
+            now[0] = t
+            outage.failed(path="/v1/events")
+        now[0] = 13.0
+        outage.recovered()
+        outage.recovered()  # the end is said once
+        now[0] = 20.0
+        outage.failed(path="/v1/jobs")  # a new outage starts with a line of its own
+    assert [(e["event"], e["refused"], e["outage_s"]) for e in logs] == [
+        ("database_unavailable", 1, 0.0),
+        ("database_unavailable", 4, 5.0),
+        ("database_unavailable", 3, 10.0),
+        ("database_available", 1, 13.0),
+        ("database_unavailable", 1, 0.0),
+    ]
+    assert logs[0]["path"] == "/v1/events" and logs[-1]["path"] == "/v1/jobs"
+
+
+def test_asyncpgs_pool_warnings_about_an_absent_database_lose_their_traceback() -> None:
+    """asyncpg logs each failed attempt to restore its pool's minimum with the connection
+    error's whole traceback; the filter keeps one line, the error at its end. A record about
+    anything else keeps its traceback."""
+    import logging
+    import sys
+
+    from mnemo_core import db
+
+    def record(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except type(exc):
+            info = sys.exc_info()
+        msg = "Failed to restore the pool connection floor; retrying"
+        return logging.LogRecord("asyncpg.pool", logging.WARNING, __file__, 1, msg, None, info)
+
+    away = record(ConnectionRefusedError(111, "Connect call failed"))
+    assert db.BriefPoolWarnings().filter(away)
+    assert away.exc_info is None
+    assert away.getMessage() == (
+        "Failed to restore the pool connection floor; retrying "
+        "(ConnectionRefusedError: [Errno 111] Connect call failed)"
+    )
+    bug = record(ValueError("a bug"))
+    assert db.BriefPoolWarnings().filter(bug)
+    assert bug.exc_info is not None and bug.getMessage().endswith("retrying")

@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             dead_after_s=settings.worker_dead_after_s,
         )
         app.state.mnemo = st = AppState(settings, pool, qe, QueueStatsCache())
-        ops_metrics.start(pool, st.queue_stats)
+        ops_metrics.start(pool, st.queue_stats, app.state.db_outage)
         log.info("api_ready", model=settings.embedding_model, dim=settings.embedding_dim)
         try:
             yield

@@ -137,7 +137,10 @@ async def _no_embedder(_req: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unavailable(req: Request, exc: Exception) -> JSONResponse:
-    log.warning("database_unavailable", error=str(exc) or type(exc).__name__, path=req.url.path)
+    # Every request fails the same way during an outage: logged first, then summed up
+    # (db.OutageLog); the ops monitor logs its end.
+    outage: db.OutageLog = req.app.state.db_outage
+    outage.failed(error=str(exc) or type(exc).__name__, path=req.url.path)
     return problem(503, "the database is unavailable; retry shortly")
 
 
@@ -163,6 +166,7 @@ async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.state.db_outage = db.OutageLog(counted="refused")
     handlers: dict[type[Exception], Any] = {
         RequestValidationError: _invalid,
         ValidationError: _model_invalid,

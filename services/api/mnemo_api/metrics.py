@@ -73,10 +73,18 @@ class OpsMonitor:
     """Samples queue, job and worker figures in the background (every ``sample_s``) and on
     demand when they are older than ``STALE_AFTER_S``; keeps 15 minutes of history."""
 
-    def __init__(self, pool: asyncpg.Pool, queue_stats: QueueStatsCache, settings: Settings):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        queue_stats: QueueStatsCache,
+        settings: Settings,
+        outage: db.OutageLog | None = None,
+    ):
         self.pool = pool
         self.queue_stats = queue_stats
         self.settings = settings
+        # The requests' outage log: a sample that gets through ends it (a line, once).
+        self.outage = outage or db.OutageLog()
         self.latest: Snapshot | None = None
         self.db_up = False
         self.history: deque[Sample] = deque(maxlen=int(HISTORY_S / HISTORY_STEP_S) + 10)
@@ -130,6 +138,7 @@ class OpsMonitor:
             return
         now = time.time()
         self.db_up = True
+        self.outage.recovered()
         self.latest = Snapshot(now, queues, jobs, kinds, recent)
         if self.history and now - self.history[-1].t < HISTORY_STEP_S:
             return
@@ -320,8 +329,10 @@ class Ops:
         )
         self.registry.register(self.collector)
 
-    def start(self, pool: asyncpg.Pool, queue_stats: QueueStatsCache) -> OpsMonitor:
-        self.monitor = OpsMonitor(pool, queue_stats, self.settings)
+    def start(
+        self, pool: asyncpg.Pool, queue_stats: QueueStatsCache, outage: db.OutageLog | None = None
+    ) -> OpsMonitor:
+        self.monitor = OpsMonitor(pool, queue_stats, self.settings, outage)
         self.collector.monitor = self.monitor
         self.monitor.start()
         return self.monitor

@@ -32,7 +32,8 @@ T = TypeVar("T")
 
 def start(service: str, **overrides: object) -> Settings:
     """What a service's main() does first: read the settings (an invalid one exits 2 with
-    the variable named), configure logging, and stop with the supervisor if there is one."""
+    the variable named), configure logging (asyncpg's pool warnings about a database that
+    is away without their tracebacks), and stop with the supervisor if there is one."""
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
@@ -40,6 +41,7 @@ def start(service: str, **overrides: object) -> Settings:
         log.error("invalid_settings", error=str(exc))
         sys.exit(2)
     mlog.configure(service, settings.log_format, settings.log_level)
+    db.quiet_pool_warnings()
     die_with_parent(settings.supervisor_pid)
     return settings
 

@@ -46,6 +46,9 @@ class QueueWorker:
         self.total_processed = 0
         # Batch sizes and work seconds per item, reported with each heartbeat (/metrics).
         self.stats = workers.BatchStats()
+        # Every loop of the worker (batches, heartbeat, side loops) meets an outage: one log
+        # for all of them, a line now and then rather than one per failed attempt.
+        self.outage = db.OutageLog()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -113,7 +116,9 @@ class QueueWorker:
                 async with self.pool.acquire() as conn:
                     await self._beat(conn)
             except db.UNAVAILABLE_ERRORS as exc:
-                log.warning("heartbeat_failed", worker_id=self.worker_id, error=str(exc))
+                self.outage.failed(loop="heartbeat", worker_id=self.worker_id, error=str(exc))
+            else:
+                self.outage.recovered(worker_id=self.worker_id)
             await wait(self._stop, self.settings.heartbeat_s)
 
     # -- batches -------------------------------------------------------------------------
@@ -140,12 +145,13 @@ class QueueWorker:
                 return
             with attempt:
                 await step()
+        self.outage.recovered(worker_id=self.worker_id)
 
     def _log_unavailable(self, state: tenacity.RetryCallState) -> None:
         # A batch in hand was not acknowledged: it comes back after its visibility timeout.
         exc = state.outcome.exception() if state.outcome else None
-        log.warning(
-            "database_unavailable",
+        self.outage.failed(
+            loop="batches",
             worker_id=self.worker_id,
             error=str(exc),
             retry_in_s=state.next_action.sleep if state.next_action else None,

@@ -110,11 +110,14 @@ class EmbedWorker(QueueWorker):
                     )
                     await listener.add_listener(QUERY_CHANNEL, lambda *_: self._query_wake.set())
                 answered = await self._answer_queries()
+                self.outage.recovered(worker_id=self.worker_id)
                 if not answered:
                     await wait(self._query_wake, 1.0)
                     self._query_wake.clear()
             except db.UNAVAILABLE_ERRORS as exc:
-                log.warning("query_loop_db_error", error=str(exc))
+                self.outage.failed(
+                    loop="query-embeddings", worker_id=self.worker_id, error=str(exc)
+                )
                 listener = None
                 await wait(self._stop, 1.0)
             except Exception as exc:

@@ -1,0 +1,117 @@
+"""While the database is away, and when it comes back: what the API and the workers log,
+in-process against a real PostgreSQL that is stopped and started again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from mnemo_api.app import create_app
+from mnemo_core import db
+from mnemo_core.localpg import LocalPostgres, free_port
+from mnemo_embedder.model import HashModel
+from mnemo_embedder.worker import EmbedWorker
+from tests.helpers import migrate_now, wait_for
+from tests.integration.test_api import make_settings
+from tests.integration.test_embed_worker import settings as worker_settings
+
+OUTAGE_LINES = ("database_unavailable", "database_available")
+EVERY_S = 5.0  # db.OUTAGE_LOG_EVERY_S: at most a line this often during an outage
+
+
+@pytest.fixture
+async def own_pg(pg_home: Path) -> AsyncIterator[LocalPostgres]:
+    """A server of the test's own, with the schema: the test stops it."""
+    pg = LocalPostgres(pg_home / "db", port=free_port(), durable=False)
+    await asyncio.to_thread(pg.start)
+    await asyncio.to_thread(migrate_now, pg.dsn())
+    yield pg
+    await asyncio.to_thread(pg.stop)
+
+
+async def test_the_api_logs_an_outage_in_a_few_lines_not_one_per_request(
+    own_pg: LocalPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every request refused during an outage logged a line (7,352 in 25 s under load):
+    now the first one, then one every interval counting the refusals since the previous
+    line, and one when the database answers again; the counts add up to every 503. asyncpg's
+    attempts to restore its pool's minimum come without their tracebacks."""
+    db.quiet_pool_warnings()  # what service.start does in the real process
+    app = create_app(make_settings(own_pg.dsn(), ops_sample_s=0.2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
+            event = {"content": {"text": "during"}}
+            assert (await api.post("/v1/events", json=event)).status_code == 202
+            await asyncio.to_thread(own_pg.stop)
+            statuses: list[int] = []
+            with structlog.testing.capture_logs() as logs, caplog.at_level(logging.WARNING):
+                started = time.monotonic()
+                while time.monotonic() - started < 1.6:
+                    statuses.append((await api.post("/v1/events", json=event)).status_code)
+                took = time.monotonic() - started
+                assert set(statuses) == {503} and len(statuses) > 20, statuses
+                down = [e for e in logs if e["event"] == "database_unavailable"]
+                # The first refusal at once, then a line every 5 s at most.
+                assert 1 <= len(down) <= took / EVERY_S + 1, len(down)
+                assert down[0]["refused"] == 1 and down[0]["path"] == "/v1/events"
+
+                await asyncio.to_thread(own_pg.start)
+
+                async def ended() -> bool:
+                    return any(e["event"] == "database_available" for e in logs)
+
+                await wait_for(ended, timeout=30, what="the end of the outage logged")
+            assert (await api.post("/v1/events", json=event)).status_code == 202
+    lines = [e for e in logs if e["event"] in OUTAGE_LINES]
+    assert lines[:-1] == down and lines[-1]["event"] == "database_available"
+    assert sum(e["refused"] for e in lines) == len(statuses)
+    floor = [r for r in caplog.records if r.name == "asyncpg.pool"]
+    assert floor and all(r.exc_info is None for r in floor)
+
+
+async def test_a_worker_logs_an_outage_in_a_few_lines(own_pg: LocalPostgres) -> None:
+    """An embedder's loops (batches, heartbeat, query embeddings) each logged every failed
+    attempt, the query loop once a second, the heartbeat at each beat: now one log for the
+    worker, a line now and then counting the failures, and one when the database is back."""
+    pool = await db.create_pool(own_pg.dsn(), application_name="t", min_size=1, max_size=4)
+    settings = worker_settings(heartbeat_s=0.1, database_url=own_pg.dsn())
+    worker = EmbedWorker(pool, HashModel(384), settings, worker_id=f"w-{uuid.uuid4().hex[:6]}")
+    running = asyncio.ensure_future(worker.run())
+    try:
+        await wait_for(
+            lambda: pool.fetchval("SELECT count(*) FROM workers"), what="the worker registered"
+        )
+        with structlog.testing.capture_logs() as logs:
+            started = time.monotonic()
+            await asyncio.to_thread(own_pg.stop)
+            await asyncio.sleep(2.5)
+            took = time.monotonic() - started
+            events = [e["event"] for e in logs]
+            assert "heartbeat_failed" not in events and "query_loop_db_error" not in events
+            down = [e for e in logs if e["event"] == "database_unavailable"]
+            assert 1 <= len(down) <= took / EVERY_S + 1, len(down)
+            assert {e["loop"] for e in down} <= {"batches", "heartbeat", "query-embeddings"}
+
+            await asyncio.to_thread(own_pg.start)
+
+            async def ended() -> bool:
+                return any(e["event"] == "database_available" for e in logs)
+
+            await wait_for(ended, timeout=30, what="the end of the outage logged")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await pool.close()
+    lines = [e for e in logs if e["event"] in OUTAGE_LINES]
+    assert lines[:-1] == down and lines[-1]["event"] == "database_available"
+    # The heartbeat alone failed some 25 times: many failures, few lines.
+    assert sum(e["failures"] for e in lines) > 10 * len(lines)
