@@ -1,15 +1,22 @@
 """The local runner's pure parts: how it forwards a child's lines in JSON mode, the port
-pre-flight, and log output that outlives its terminal."""
+pre-flight, and log output that outlives its terminal; and the order in which the
+supervisor stops its children (small Python processes standing for the services)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
+import signal
 import socket
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from mnemo_cli.runner import json_line
+from mnemo_cli.runner import Child, Supervisor, json_line
 from mnemo_core.localpg import can_bind, free_port
 from mnemo_core.logging import LogStream
 from mnemo_core.settings import SettingsError, load
@@ -87,3 +94,82 @@ def test_the_embedding_dimension_stops_where_hnsw_does(
     else:
         with pytest.raises(SettingsError, match="MNEMO_EMBEDDING_DIM=2001: must be between 1"):
             load()
+
+
+# A child that says when it started, when SIGTERM reached it and when it exited, taking
+# ``linger`` seconds to stop (or ignoring SIGTERM altogether with a negative one).
+CHILD = """
+import pathlib, signal, sys, time
+out, linger = pathlib.Path(sys.argv[1]), float(sys.argv[2])
+def note(what):
+    with out.open("a") as f:
+        f.write(f"{what} {time.monotonic()}\\n")
+def on_term(*_):
+    note("term")
+    time.sleep(linger)
+    note("exit")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, on_term if linger >= 0 else signal.SIG_IGN)
+note("started")
+while True:
+    time.sleep(0.05)
+"""
+
+
+def _child(tmp_path: Path, name: str, linger: float, *, stop_first: bool = False) -> Child:
+    argv = [sys.executable, "-c", CHILD, str(tmp_path / name), str(linger)]
+    child = Child(name, argv, dict(os.environ))
+    child.stop_first = stop_first
+    return child
+
+
+def _notes(tmp_path: Path, name: str) -> dict[str, float]:
+    path = tmp_path / name
+    lines = path.read_text().split("\n") if path.exists() else []
+    return {what: float(t) for what, t in (line.split() for line in lines if line)}
+
+
+async def _stopped(sup: Supervisor, tmp_path: Path, grace_s: float, **kw: float) -> float:
+    """Run ``sup`` until its children have started, then stop it as a signal would;
+    returns when the stop was asked."""
+    running = asyncio.ensure_future(sup.run(grace_s, **kw))
+    for _ in range(200):
+        if all("started" in _notes(tmp_path, c.name) for c in sup.children):
+            break
+        await asyncio.sleep(0.05)
+    asked = time.monotonic()
+    sup.stop("SIGTERM")
+    await asyncio.wait_for(running, grace_s + 10)
+    return asked
+
+
+async def test_the_api_is_stopped_before_the_workers(tmp_path: Path) -> None:
+    """`mnemo up` sent SIGTERM to the API and every worker at once: the API could take
+    writes while the workers were finishing their batches. The workers now get theirs once
+    the API has exited."""
+    api = _child(tmp_path, "api", 0.5, stop_first=True)
+    workers = [_child(tmp_path, name, 0.2) for name in ("embedder-1", "indexer-1")]
+    sup = Supervisor([api, *workers], json_output=True)
+    await _stopped(sup, tmp_path, grace_s=10)
+    api_exit = _notes(tmp_path, "api")["exit"]
+    for w in workers:
+        notes = _notes(tmp_path, w.name)
+        assert notes["term"] >= api_exit, (w.name, notes, api_exit)
+        assert w.proc is not None and w.proc.returncode == 0
+    assert api.proc is not None and api.proc.returncode == 0
+
+
+async def test_an_api_slow_to_stop_does_not_eat_the_workers_grace(tmp_path: Path) -> None:
+    """An API that does not stop holds the workers back for the budget less their grace
+    period, no longer; it is killed at the end of the budget, as anything still running."""
+    api = _child(tmp_path, "api", -1, stop_first=True)  # ignores SIGTERM
+    worker = _child(tmp_path, "embedder-1", 0.1)
+    sup = Supervisor([api, worker], json_output=True)
+    asked = await _stopped(sup, tmp_path, grace_s=3, workers_grace_s=2)
+    took = time.monotonic() - asked
+    notes = _notes(tmp_path, "embedder-1")
+    # SIGTERM after the 1 s the budget leaves besides the workers' grace, then it stops.
+    assert 0.8 < notes["term"] - asked < 2.0, notes["term"] - asked
+    assert "exit" in notes and worker.proc is not None and worker.proc.returncode == 0
+    assert api.proc is not None and api.proc.returncode == -signal.SIGKILL
+    assert 3.0 <= took < 6.0, took

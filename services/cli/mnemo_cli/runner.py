@@ -12,10 +12,10 @@ A terminal can also close without a SIGHUP reaching us: when ``make`` leads the 
 (``tmux new "make run"``, ``ssh -t host make run``) the kernel signals make alone, which
 waits for its children; so a supervisor started on a terminal also checks every second
 that it still has one. The children run in sessions of their own, so a signal to the
-terminal's process group reaches only the supervisor, which stops them in order; each asks
-the kernel
-(Linux ``PR_SET_PDEATHSIG``, see ``mnemo_core.service.die_with_parent``) for SIGTERM if
-the supervisor dies without that chance (SIGKILL, a crash). PostgreSQL is started by
+terminal's process group reaches only the supervisor, which stops them in order (the API
+first, so no write is accepted while the workers finish their batches); each asks the
+kernel (Linux ``PR_SET_PDEATHSIG``, see ``mnemo_core.service.die_with_parent``) for SIGTERM
+if the supervisor dies without that chance (SIGKILL, a crash). PostgreSQL is started by
 ``pg_ctl`` as a daemon and survives such a death; the next ``mnemo up`` adopts it. An
 embedded PostgreSQL that stops while the supervisor runs (killed, out of memory) is started
 again, with the same backoff; the services reconnect by themselves."""
@@ -73,6 +73,8 @@ class Child:
     started_at: float = 0.0
     color: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Stopped, and waited for, before the others: the API, which takes the writes.
+    stop_first: bool = False
 
 
 _COLORS = ["\033[36m", "\033[35m", "\033[33m", "\033[32m", "\033[34m", "\033[31m"]
@@ -204,12 +206,20 @@ class Supervisor:
                 pass
             delay = min(delay * 2, RESTART_MAX_DELAY_S)
 
-    async def _terminate(self, grace_s: float) -> None:
-        running = [c for c in self.children if c.proc and c.proc.returncode is None]
-        for c in running:
-            assert c.proc is not None
-            c.proc.send_signal(signal.SIGTERM)
+    async def _terminate(self, grace_s: float, workers_grace_s: float = 0.0) -> None:
+        """Stop the children within ``grace_s`` seconds in all. The API goes first, and the
+        workers once it has exited: no new write is accepted while they finish the batches
+        in their hands. ``workers_grace_s`` of the budget is kept for the workers (their own
+        grace period): an API slow to stop delays their SIGTERM by the rest of the budget at
+        most. A child still running at the end of the budget is killed."""
         deadline = time.monotonic() + grace_s
+        running = [c for c in self.children if c.proc and c.proc.returncode is None]
+        first = [c for c in running if c.stop_first]
+        then = [c for c in running if not c.stop_first]
+        self._signal(first, signal.SIGTERM)
+        if first and then:
+            await self._exited(first, deadline - workers_grace_s)
+        self._signal(then, signal.SIGTERM)
         for c in running:
             assert c.proc is not None
             try:
@@ -219,9 +229,25 @@ class Supervisor:
                 c.proc.kill()
                 await c.proc.wait()
 
-    async def run(self, grace_s: float) -> None:
-        """Run until a stop signal, then stop the children; the signals' previous handlers
-        are back in place when this returns."""
+    @staticmethod
+    def _signal(children: list[Child], sig: signal.Signals) -> None:
+        for c in children:
+            if c.proc is not None and c.proc.returncode is None:
+                c.proc.send_signal(sig)
+
+    @staticmethod
+    async def _exited(children: list[Child], until: float) -> None:
+        """Wait for ``children`` to exit, until the monotonic time ``until`` at most."""
+        waits = [c.proc.wait() for c in children if c.proc is not None]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), max(0.0, until - time.monotonic()))
+        except TimeoutError:
+            still = [c.name for c in children if c.proc and c.proc.returncode is None]
+            log.warning("children_slow_to_stop", children=still, action="stopping the others")
+
+    async def run(self, grace_s: float, *, workers_grace_s: float = 0.0) -> None:
+        """Run until a stop signal, then stop the children (see ``_terminate``); the
+        signals' previous handlers are back in place when this returns."""
         loop = asyncio.get_running_loop()
         previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
         for sig in STOP_SIGNALS:
@@ -232,7 +258,7 @@ class Supervisor:
             watchers.append(asyncio.create_task(self._watch_database()))
             await self._stopping.wait()
             log.info("stopping_children")
-            await self._terminate(grace_s)
+            await self._terminate(grace_s, workers_grace_s)
             await asyncio.gather(*watchers, return_exceptions=True)
         finally:
             for sig, handler in previous.items():
@@ -246,7 +272,7 @@ def plan(settings: Settings, dsn: str, *, json_output: bool) -> list[Child]:
     env["MNEMO_DATABASE_URL"] = dsn
     env["MNEMO_LOG_FORMAT"] = "json" if json_output else "console"
     env["MNEMO_SUPERVISOR_PID"] = str(os.getpid())
-    children = [Child("api", [_command("mnemo-api")], env)]
+    children = [Child("api", [_command("mnemo-api")], env, stop_first=True)]
     for i in range(settings.embedders):
         children.append(Child(f"embedder-{i + 1}", [_command("mnemo-embedder")], env))
     for i in range(settings.indexers):
@@ -332,7 +358,10 @@ def up(settings: Settings) -> int:
             )
             children = plan(settings, dsn, json_output=json_output)
             supervisor = Supervisor(children, json_output=json_output, database=pg)
-            asyncio.run(supervisor.run(settings.grace_period_s + 5))
+            # The workers' grace period, and 5 s for the API to stop before them.
+            asyncio.run(
+                supervisor.run(settings.grace_period_s + 5, workers_grace_s=settings.grace_period_s)
+            )
         except StopRequested as exc:
             log.info("stopped_while_starting", signal=str(exc))
         except (MnemoError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
