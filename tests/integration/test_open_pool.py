@@ -141,9 +141,10 @@ async def test_a_worker_registers_after_the_database_comes_back(
 async def test_a_worker_backs_off_while_the_database_is_away_and_stops_at_once(
     pool: asyncpg.Pool,
 ) -> None:
-    """A batch step that keeps failing to reach the database is tried again after 0.5, 1,
-    2 ... s (the first failure logged at once, the next ones summed up later), and a stop
-    during a wait ends the worker then, not when the wait is over."""
+    """A batch step that keeps failing to reach the database is tried again after 0.25,
+    0.5, 1, then every 2 s (the wait grew to 10 s: a worker resumed up to 10 s after the
+    database came back); the first failure is logged at once, the next ones summed up
+    later; and a stop during a wait ends the worker then, not when the wait is over."""
     import structlog
 
     from mnemo_core.settings import Settings
@@ -160,18 +161,22 @@ async def test_a_worker_backs_off_while_the_database_is_away_and_stops_at_once(
     worker = Away(pool, Settings(), worker_id="w-away")
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(worker._until_available(worker._read_and_process))
-        while len(tries) < 3:  # at 0, 0.5 and 1.5 s
+        while len(tries) < 6:  # at 0, 0.25, 0.75, 1.75, 3.75 and 5.75 s
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)  # inside the 2 s wait
+        await asyncio.sleep(0.3)  # inside the next 2 s wait
         worker.stop()
         started = loop.time()
         await asyncio.wait_for(task, 5)
     assert loop.time() - started < 0.5
-    assert len(tries) == 3, "a stopped worker does not try again"
+    assert len(tries) == 6, "a stopped worker does not try again"
     gaps = [b - a for a, b in itertools.pairwise(tries)]
-    assert 0.45 < gaps[0] < 0.9 and 0.95 < gaps[1] < 1.5, gaps
+    for gap, expected in zip(gaps, [0.25, 0.5, 1.0, 2.0, 2.0], strict=True):
+        assert expected - 0.05 < gap < expected + 0.4, gaps
     waits = [e for e in logs if e["event"] == "database_unavailable"]
-    assert [(e["retry_in_s"], e["failures"], e["loop"]) for e in waits] == [(0.5, 1, "batches")]
+    assert [(e["retry_in_s"], e["failures"], e["loop"]) for e in waits] == [
+        (0.25, 1, "batches"),
+        (2.0, 5, "batches"),  # 5 s later: the failures since the first line
+    ]
     assert all(e["error"] == "connection refused" and e["worker_id"] == "w-away" for e in waits)
 
 

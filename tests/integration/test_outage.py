@@ -10,12 +10,13 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 import structlog
 
 from mnemo_api.app import create_app
-from mnemo_core import db
+from mnemo_core import db, events
 from mnemo_core.localpg import LocalPostgres, free_port
 from mnemo_embedder.model import HashModel
 from mnemo_embedder.worker import EmbedWorker
@@ -115,3 +116,77 @@ async def test_a_worker_logs_an_outage_in_a_few_lines(own_pg: LocalPostgres) -> 
     assert lines[:-1] == down and lines[-1]["event"] == "database_available"
     # The heartbeat alone failed some 25 times: many failures, few lines.
     assert sum(e["failures"] for e in lines) > 10 * len(lines)
+
+
+async def test_an_embedder_takes_up_work_within_seconds_of_the_databases_return(
+    own_pg: LocalPostgres,
+) -> None:
+    """Embedders resumed 17 to 22 s after the database came back, or later. A write the
+    outage cut was raised again at the next flush, once the database was back: one more
+    wait, and the group read then was held unwritten for its visibility timeout; and every
+    message read but not written waited out its visibility timeout (a minute by default),
+    the whole backlog when one read took it. Here a read of three groups is cut at each
+    step (the first group's write held by a row lock when the database stops, the second's
+    write and the third's triage failing with it); once the database is back, all of it and
+    an event queued then are embedded within seconds, each event once."""
+    dsn = own_pg.dsn()
+    pool = await db.create_pool(dsn, application_name="mnemo-embedder:t", min_size=1, max_size=4)
+    settings = worker_settings(database_url=dsn, poll_seconds=4, visibility_timeout_s=120)
+    worker = EmbedWorker(pool, HashModel(384), settings, worker_id=f"w-{uuid.uuid4().hex[:6]}")
+    # Three messages of 200 events: one read (4 messages of 64 expected), three groups.
+    held = await _ingest(pool, [f"held {i}" for i in range(600)], message_batch=200)
+    locker = await asyncpg.connect(dsn)
+    await locker.execute("BEGIN")
+    await locker.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", held[0])
+    running = asyncio.ensure_future(worker.run())
+    try:
+
+        async def write_blocked() -> bool:
+            return bool(
+                await locker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'mnemo-embedder:t'"
+                )
+            )
+
+        await wait_for(write_blocked, timeout=30, what="the first write to wait on the lock")
+        await asyncio.to_thread(own_pg.stop)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(own_pg.start)
+        back = time.monotonic()
+        after = await _ingest(pool, ["queued once the database is back"], message_batch=8)
+
+        async def all_embedded() -> bool:
+            return await pool.fetchval(
+                "SELECT count(*) FROM events WHERE embedding_status = 'done'"
+            ) == len(held) + len(after)
+
+        await wait_for(all_embedded, timeout=20, interval=0.05, what="every event embedded")
+        took = time.monotonic() - back
+        assert took < 8.0, took  # the next attempt (2 s at most), then the batches
+        jobs = await pool.fetch("SELECT done, total FROM jobs")
+        assert sorted((j["done"], j["total"]) for j in jobs) == [(1, 1), (600, 600)]
+        assert await pool.fetchval("SELECT count(*) FROM pgmq.q_embed") == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await pool.close()
+        if not locker.is_closed():
+            locker.terminate()
+
+
+async def _ingest(pool: asyncpg.Pool, texts: list[str], *, message_batch: int) -> list[uuid.UUID]:
+    """Events queued for embedding (one job), once the pool reaches the database again."""
+
+    async def once() -> list[uuid.UUID] | None:
+        items = [events.NewEvent({"text": t}, {}, None, None) for t in texts]
+        try:
+            async with pool.acquire() as conn:
+                got = await events.ingest(
+                    conn, items, model="hash-384", message_batch=message_batch
+                )
+        except db.UNAVAILABLE_ERRORS:
+            return None
+        return got.event_ids
+
+    return await wait_for(once, timeout=30, what="the events queued")

@@ -40,6 +40,9 @@ SLICE_LENGTH_RATIO = 1.5
 # ... counting lengths up to about the model's window (MiniLM reads 256 tokens, some 1,200
 # characters): past it, texts are truncated to the same cost.
 FULL_WINDOW_CHARS = 1200
+# A message cut off by an outage is handed back only while its visibility timeout has this
+# long left at least (counted from before its read): until then no other worker can have it.
+HAND_BACK_MARGIN_S = 1.0
 
 
 @dataclass
@@ -84,15 +87,15 @@ class EmbedWorker(QueueWorker):
         self._writing: asyncio.Future[None] | None = None
         # Ids per message in the last read (the API's message_batch to start with).
         self._ids_per_message: float = settings.message_batch
+        # Messages read but not written when the database went away (msg id -> when their
+        # visibility timeout ends, time.monotonic()): handed back once it answers again.
+        self._cut_off: dict[int, float] = {}
 
     def side_loops(self) -> dict[str, Coroutine[Any, Any, None]]:
         return {} if self.once else {"query-embeddings": self._query_loop()}
 
     async def _shutdown(self) -> None:
-        try:
-            await self._flush()
-        except db.UNAVAILABLE_ERRORS as exc:  # unacknowledged: redelivered after its timeout
-            log.warning("final_write_failed", error=str(exc))
+        await self._flush()  # a write the database missed is logged by _finish
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._query_executor.shutdown(wait=False, cancel_futures=True)
         await super()._shutdown()
@@ -184,6 +187,9 @@ class EmbedWorker(QueueWorker):
     # -- batches -------------------------------------------------------------------------
 
     async def _read_and_process(self) -> None:
+        if self._cut_off:
+            await self._hand_back()
+        until = time.monotonic() + self.settings.visibility_timeout_s
         msgs = await self._read_batch()
         if not msgs:
             await self._flush()
@@ -196,7 +202,28 @@ class EmbedWorker(QueueWorker):
                 # Stopping: hand back what we have not started, so others take it now.
                 await self._release([m.msg_id for g in groups[i:] for m in g])
                 return
-            await self._process(group)
+            try:
+                await self._process(group, until)
+            except db.UNAVAILABLE_ERRORS:
+                self._cut(until, [m for g in groups[i:] for m in g])
+                raise
+
+    def _cut(self, until: float, msgs: list[queue.Message]) -> None:
+        """Note messages the database went away from before they were written."""
+        for m in msgs:
+            self._cut_off[m.msg_id] = until
+
+    async def _hand_back(self) -> None:
+        """Make the messages an outage cut off visible again, now that the database answers:
+        they would wait out their visibility timeout (a minute by default) while the
+        workers sit idle, and a read takes the whole backlog when its messages are small.
+        Only the ones still ours: past its timeout, a message may be in another's hands."""
+        now = time.monotonic()
+        ours = [i for i, until in self._cut_off.items() if until - HAND_BACK_MARGIN_S > now]
+        if ours:
+            await self._release(ours)
+            log.info("messages_handed_back", queue=queue.EMBED, msg_ids=ours)
+        self._cut_off.clear()
 
     async def _release(self, msg_ids: list[int]) -> None:
         async with self.pool.acquire() as conn:
@@ -216,9 +243,10 @@ class EmbedWorker(QueueWorker):
             self._ids_per_message = sum(_item_count(m) for m in msgs) / len(msgs)
         return msgs
 
-    async def _process(self, msgs: list[queue.Message]) -> None:
+    async def _process(self, msgs: list[queue.Message], until: float) -> None:
         """Triage and encode a group, then hand its write to a task: the model thread goes on
-        to the next group while this one's vectors, progress and acks are written."""
+        to the next group while this one's vectors, progress and acks are written. ``until``:
+        when the messages' visibility timeout ends (time.monotonic())."""
         started = time.perf_counter()
         work = [Work(m) for m in msgs]
         with structlog.contextvars.bound_contextvars(msg_ids=[m.msg_id for m in msgs]):
@@ -230,10 +258,20 @@ class EmbedWorker(QueueWorker):
                 await self._embed(work)
                 self.stats.observe(texts, time.perf_counter() - encode_started)
                 await self._flush()  # one write in flight at most, in order
-                self._writing = asyncio.ensure_future(self._finish(work, started))
+                self._writing = asyncio.ensure_future(self._finish(work, started, until))
 
-    async def _finish(self, work: list[Work], started: float) -> None:
-        n = await self._write(work)
+    async def _finish(self, work: list[Work], started: float, until: float) -> None:
+        try:
+            n = await self._write(work)
+        except db.UNAVAILABLE_ERRORS as exc:
+            # The database went away under the write: its messages are not acknowledged,
+            # and are handed back once it answers. Raised, the error came out of the next
+            # flush, after the database was back maybe (the batch loop meets the outage on
+            # its own): one more backoff for nothing, and the group read meanwhile held
+            # unwritten for a whole visibility timeout.
+            log.warning("batch_not_written", error=str(exc), messages=len(work))
+            self._cut(until, [w.msg for w in work])
+            return
         self.batch_done(n)
         log.info(
             "batch_embedded",
