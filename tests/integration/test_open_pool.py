@@ -20,6 +20,13 @@ from mnemo_core.errors import DatabaseUnavailable
 from mnemo_core.localpg import LocalPostgres, free_port
 
 
+@pytest.fixture
+def tmp_path(pg_home: Path) -> Path:
+    """Each test's folder is outside pytest's temporary root: PostgreSQL runs in it
+    (tests/conftest.py, ``_outside_pytest_temp``)."""
+    return pg_home
+
+
 async def test_waits_for_a_database_that_comes_back(tmp_path: Path) -> None:
     pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
     await asyncio.to_thread(pg.start)
