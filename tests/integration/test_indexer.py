@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import numpy as np
@@ -250,6 +251,39 @@ async def test_bad_files_fail_alone(pool: asyncpg.Pool, parser: ParsePool) -> No
             " WHERE f.path = 'semver/range.bnf'"
         )
     assert [(r["kind"], r["language"]) for r in kinds] == [("window", "text")]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        asyncpg.exceptions.IdleInTransactionSessionTimeoutError("idle-in-transaction timeout"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+async def test_a_database_going_away_is_not_a_failure_of_the_message(
+    pool: asyncpg.Pool, parser: ParsePool, error: Exception
+) -> None:
+    """The batch loop backs off and the message keeps its place: it was released with a
+    delay as a failure (and dead-lettered at its last attempt)."""
+    acc = await submit(pool, {"a.py": "def f():\n    return 1\n"})
+    w = IndexWorker(pool, settings(max_attempts=1), parser, worker_id="i-away", once=True)
+    [msg] = await w._read(0)
+    before = await job_of(pool, acc.job_id)
+    vt_sql = "SELECT vt FROM pgmq.q_index WHERE msg_id = $1"
+    async with pool.acquire() as conn:
+        vt = await conn.fetchval(vt_sql, msg.msg_id)
+
+    async def going_away() -> Any:
+        raise error
+
+    with pytest.raises(type(error)):
+        await w._process(msg, asyncio.ensure_future(going_away()))
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM pgmq.q_index_dlq") == 0
+        assert await conn.fetchval(vt_sql, msg.msg_id) == vt  # neither released nor put off
+    assert (await job_of(pool, acc.job_id))["status"] == before["status"]
 
 
 async def test_pathological_file_is_retried_then_dead_lettered(pool: asyncpg.Pool) -> None:

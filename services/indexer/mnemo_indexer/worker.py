@@ -15,7 +15,7 @@ from operator import itemgetter
 import asyncpg
 import structlog
 
-from mnemo_core import jobs, queue, resolve
+from mnemo_core import db, jobs, queue, resolve
 from mnemo_core import logging as mlog
 from mnemo_core.errors import PoisonMessage
 from mnemo_core.messages import EmbedMessage, IndexMessage, chunked, parse_index
@@ -136,7 +136,12 @@ class IndexWorker(QueueWorker):
             await self._dead_letter(msg, f"poison message: {exc}")
             return
         except (asyncpg.PostgresError, ValueError, TypeError, KeyError) as exc:
-            if isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
+            if isinstance(exc, db.UNAVAILABLE_ERRORS):
+                # The database went away (a shutdown, a restart, a session ended by it): the
+                # batch loop backs off and the message comes back, no failure of its own.
+                # (PostgresConnectionError alone missed AdminShutdownError, CannotConnectNow,
+                # TooManyConnections and the idle-in-transaction timeout: each cost the
+                # message an attempt, or its place in the dead letters.)
                 raise
             decision = decide(exc, msg.read_ct, self.settings.max_attempts)
             log.warning(
