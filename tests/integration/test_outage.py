@@ -142,6 +142,9 @@ async def test_an_embedder_takes_up_work_within_seconds_of_the_databases_return(
     try:
 
         async def write_blocked() -> bool:
+            # The locker is in a transaction: the activity view is a snapshot taken at its
+            # first read there, unless cleared.
+            await locker.execute("SELECT pg_stat_clear_snapshot()")
             return bool(
                 await locker.fetchval(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
@@ -190,3 +193,71 @@ async def _ingest(pool: asyncpg.Pool, texts: list[str], *, message_batch: int) -
         return got.event_ids
 
     return await wait_for(once, timeout=30, what="the events queued")
+
+
+async def test_an_indexer_takes_up_work_within_seconds_of_the_databases_return(
+    own_pg: LocalPostgres,
+) -> None:
+    """The messages an indexer held when the database went away waited out their visibility
+    timeout (two minutes here) before anyone parsed them again: now they are handed back as
+    soon as it answers. The first message's write waits on the repository's lock when the
+    database stops; the other messages of the read are behind it."""
+    from mnemo_core import code
+    from mnemo_indexer.pool import ParsePool
+    from mnemo_indexer.worker import IndexWorker
+
+    dsn = own_pg.dsn()
+    pool = await db.create_pool(dsn, application_name="mnemo-indexer:t", min_size=1, max_size=4)
+    parser = ParsePool(1, 20)
+    settings = worker_settings(
+        database_url=dsn, poll_seconds=2, visibility_timeout_s=120, index_messages=4
+    )
+    worker = IndexWorker(pool, settings, parser, worker_id=f"i-{uuid.uuid4().hex[:6]}")
+    files = [
+        code.SourceFile.of_text(f"m{i}.py", f"def f{i}():\n    return {i}\n") for i in range(48)
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        await code.index_files(conn, "shop", files, commit=None, prune=False)  # 3 messages
+    locker = await asyncpg.connect(dsn)
+    await locker.execute("BEGIN")
+    await locker.execute("SELECT pg_advisory_xact_lock(hashtextextended('mnemo-repo:shop', 0))")
+    running = asyncio.ensure_future(worker.run())
+    try:
+
+        async def write_blocked() -> bool:
+            # The locker is in a transaction: the activity view is a snapshot taken at its
+            # first read there, unless cleared.
+            await locker.execute("SELECT pg_stat_clear_snapshot()")
+            return bool(
+                await locker.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND application_name = 'mnemo-indexer:t'"
+                )
+            )
+
+        await wait_for(write_blocked, timeout=30, what="the first write to wait on the lock")
+        await asyncio.to_thread(own_pg.stop)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(own_pg.start)
+        back = time.monotonic()
+
+        async def all_indexed() -> bool:
+            try:
+                return await pool.fetchval(
+                    "SELECT count(*) FROM code_files WHERE status = 'indexed'"
+                ) == len(files)
+            except db.UNAVAILABLE_ERRORS:
+                return False
+
+        await wait_for(all_indexed, timeout=30, interval=0.1, what="every file indexed")
+        took = time.monotonic() - back
+        assert took < 10.0, took  # the next attempt (2 s at most), then the parsing
+        assert await pool.fetchval("SELECT count(*) FROM pgmq.q_index") == 0
+        assert await pool.fetchval("SELECT count(*) FROM pgmq.q_index_dlq") == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await pool.close()
+        parser.close()
+        if not locker.is_closed():
+            locker.terminate()

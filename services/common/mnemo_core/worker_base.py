@@ -5,6 +5,7 @@ is away. Subclasses implement ``_read_and_process`` and may add side loops."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -12,7 +13,7 @@ import asyncpg
 import structlog
 import tenacity
 
-from mnemo_core import db, workers
+from mnemo_core import db, queue, workers
 from mnemo_core import logging as mlog
 from mnemo_core.settings import Settings
 
@@ -20,6 +21,9 @@ log = mlog.get(__name__)
 
 #: The longest wait between two attempts of a loop while the database is away.
 BACKOFF_MAX_S = 2.0
+#: A message cut off by an outage is handed back only while its visibility timeout has this
+#: long left at least (counted from before its read): until then no other worker can have it.
+HAND_BACK_MARGIN_S = 1.0
 
 
 async def wait(event: asyncio.Event, seconds: float) -> None:
@@ -32,6 +36,8 @@ async def wait(event: asyncio.Event, seconds: float) -> None:
 
 class QueueWorker:
     kind = "worker"
+    #: The queue whose messages the batch loop reads (what an outage hands back).
+    queue_name = ""
 
     def __init__(
         self, pool: asyncpg.Pool, settings: Settings, *, worker_id: str, once: bool = False
@@ -52,6 +58,9 @@ class QueueWorker:
         # Every loop of the worker (batches, heartbeat, side loops) meets an outage: one log
         # for all of them, a line now and then rather than one per failed attempt.
         self.outage = db.OutageLog()
+        # Messages read but not written when the database went away (msg id -> when their
+        # visibility timeout ends, time.monotonic()): handed back once it answers again.
+        self._cut_off: dict[int, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -125,6 +134,26 @@ class QueueWorker:
             await wait(self._stop, self.settings.heartbeat_s)
 
     # -- batches -------------------------------------------------------------------------
+
+    def _cut(self, until: float, msg_ids: list[int]) -> None:
+        """Note messages the database went away from before they were written (``until``:
+        when their visibility timeout ends, time.monotonic())."""
+        for i in msg_ids:
+            self._cut_off[i] = until
+
+    async def _hand_back(self) -> None:
+        """Make the messages an outage cut off visible again, now that the database answers:
+        they would wait out their visibility timeout (a minute by default) while the
+        workers sit idle, and a read takes the whole backlog when its messages are small.
+        Only the ones still ours: past its timeout, a message may be in another's hands. (A
+        message whose write did commit is gone from the queue: nothing to hand back.)"""
+        now = time.monotonic()
+        ours = [i for i, until in self._cut_off.items() if until - HAND_BACK_MARGIN_S > now]
+        if ours:
+            async with self.pool.acquire() as conn:
+                await queue.release(conn, self.queue_name, ours)
+            log.info("messages_handed_back", queue=self.queue_name, msg_ids=ours)
+        self._cut_off.clear()
 
     async def _register(self) -> None:
         async with self.pool.acquire() as conn:

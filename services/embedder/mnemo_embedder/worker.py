@@ -40,9 +40,6 @@ SLICE_LENGTH_RATIO = 1.5
 # ... counting lengths up to about the model's window (MiniLM reads 256 tokens, some 1,200
 # characters): past it, texts are truncated to the same cost.
 FULL_WINDOW_CHARS = 1200
-# A message cut off by an outage is handed back only while its visibility timeout has this
-# long left at least (counted from before its read): until then no other worker can have it.
-HAND_BACK_MARGIN_S = 1.0
 
 
 @dataclass
@@ -62,6 +59,7 @@ class Work:
 
 class EmbedWorker(QueueWorker):
     kind = "embedder"
+    queue_name = queue.EMBED
 
     def __init__(
         self,
@@ -87,9 +85,6 @@ class EmbedWorker(QueueWorker):
         self._writing: asyncio.Future[None] | None = None
         # Ids per message in the last read (the API's message_batch to start with).
         self._ids_per_message: float = settings.message_batch
-        # Messages read but not written when the database went away (msg id -> when their
-        # visibility timeout ends, time.monotonic()): handed back once it answers again.
-        self._cut_off: dict[int, float] = {}
 
     def side_loops(self) -> dict[str, Coroutine[Any, Any, None]]:
         return {} if self.once else {"query-embeddings": self._query_loop()}
@@ -205,25 +200,8 @@ class EmbedWorker(QueueWorker):
             try:
                 await self._process(group, until)
             except db.UNAVAILABLE_ERRORS:
-                self._cut(until, [m for g in groups[i:] for m in g])
+                self._cut(until, [m.msg_id for g in groups[i:] for m in g])
                 raise
-
-    def _cut(self, until: float, msgs: list[queue.Message]) -> None:
-        """Note messages the database went away from before they were written."""
-        for m in msgs:
-            self._cut_off[m.msg_id] = until
-
-    async def _hand_back(self) -> None:
-        """Make the messages an outage cut off visible again, now that the database answers:
-        they would wait out their visibility timeout (a minute by default) while the
-        workers sit idle, and a read takes the whole backlog when its messages are small.
-        Only the ones still ours: past its timeout, a message may be in another's hands."""
-        now = time.monotonic()
-        ours = [i for i, until in self._cut_off.items() if until - HAND_BACK_MARGIN_S > now]
-        if ours:
-            await self._release(ours)
-            log.info("messages_handed_back", queue=queue.EMBED, msg_ids=ours)
-        self._cut_off.clear()
 
     async def _release(self, msg_ids: list[int]) -> None:
         async with self.pool.acquire() as conn:
@@ -270,7 +248,7 @@ class EmbedWorker(QueueWorker):
             # its own): one more backoff for nothing, and the group read meanwhile held
             # unwritten for a whole visibility timeout.
             log.warning("batch_not_written", error=str(exc), messages=len(work))
-            self._cut(until, [w.msg for w in work])
+            self._cut(until, [w.msg.msg_id for w in work])
             return
         self.batch_done(n)
         log.info(

@@ -9,6 +9,7 @@ import collections
 import itertools
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -60,6 +61,7 @@ Prepared = tuple[IndexMessage, list[asyncpg.Record], Outcome]
 
 class IndexWorker(QueueWorker):
     kind = "indexer"
+    queue_name = queue.INDEX
 
     def __init__(
         self,
@@ -84,36 +86,63 @@ class IndexWorker(QueueWorker):
             )
 
     async def _read_and_process(self) -> None:
-        msgs = collections.deque(await self._read(0 if self.once else self.settings.poll_seconds))
+        if self._cut_off:
+            await self._hand_back()
+        # When the visibility timeout of each message in hand ends (time.monotonic()).
+        until: dict[int, float] = {}
+
+        async def read(poll_s: int) -> list[queue.Message]:
+            ends = time.monotonic() + self.settings.visibility_timeout_s
+            got = await self._read(poll_s)
+            until.update((m.msg_id, ends) for m in got)
+            return got
+
+        msgs = collections.deque(await read(0 if self.once else self.settings.poll_seconds))
         if not msgs:
             if self.once:
                 self.stop()
             return
-        # The next message's files are parsed while this one's rows are written: the parser
-        # processes and the database work at the same time, not in turn. When the last
-        # message in hand starts, the next ones are read (without waiting), so the parser
-        # does not sit idle at the end of each read (bench/README.md, change 17).
+        try:
+            await self._work_through(msgs, read)
+        except db.UNAVAILABLE_ERRORS:
+            # The database went away: the message in writing (unless its write committed)
+            # and the ones behind it are handed back once it answers (QueueWorker._hand_back).
+            for m in msgs:
+                self._cut(until[m.msg_id], [m.msg_id])
+            raise
+
+    async def _work_through(
+        self,
+        msgs: collections.deque[queue.Message],
+        read: Callable[[int], Awaitable[list[queue.Message]]],
+    ) -> None:
+        """Process the messages in hand, the first of ``msgs`` being the one in work (it
+        leaves ``msgs`` once it is done), reading more with ``read`` as the last one starts.
+
+        The next message's files are parsed while this one's rows are written: the parser
+        processes and the database work at the same time, not in turn. When the last
+        message in hand starts, the next ones are read (without waiting), so the parser
+        does not sit idle at the end of each read (bench/README.md, change 17)."""
         ahead: asyncio.Future[Prepared] | None = None
         try:
             while msgs:
-                msg = msgs.popleft()
+                msg = msgs[0]
                 if self.stopping and not self.once:
                     async with self.pool.acquire() as conn:
-                        await queue.release(
-                            conn, queue.INDEX, [msg.msg_id, *(m.msg_id for m in msgs)]
-                        )
+                        await queue.release(conn, queue.INDEX, [m.msg_id for m in msgs])
                     return
-                if not msgs and not self.stopping:
-                    msgs.extend(await self._read(0))
+                if len(msgs) == 1 and not self.stopping:
+                    msgs.extend(await read(0))
                 prepared = ahead if ahead is not None else asyncio.ensure_future(self._prepare(msg))
                 ahead = None
-                if msgs:
-                    ahead = asyncio.ensure_future(self._prepare(msgs[0]))
+                if len(msgs) > 1:
+                    ahead = asyncio.ensure_future(self._prepare(msgs[1]))
                 # Every line about this message names it and its job.
                 with structlog.contextvars.bound_contextvars(
                     msg_id=msg.msg_id, job_id=_job_of(msg)
                 ):
                     await self._process(msg, prepared)
+                msgs.popleft()
         finally:
             if ahead is not None:  # stopping, or the database went away: not written
                 ahead.cancel()
