@@ -140,23 +140,7 @@ async def test_an_embedder_takes_up_work_within_seconds_of_the_databases_return(
     await locker.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", held[0])
     running = asyncio.ensure_future(worker.run())
     try:
-
-        async def write_blocked() -> bool:
-            # The locker is in a transaction: the activity view is a snapshot taken at its
-            # first read there, unless cleared.
-            await locker.execute("SELECT pg_stat_clear_snapshot()")
-            return bool(
-                await locker.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND application_name = 'mnemo-embedder:t'"
-                )
-            )
-
-        await wait_for(write_blocked, timeout=30, what="the first write to wait on the lock")
-        await asyncio.to_thread(own_pg.stop)
-        await asyncio.sleep(2.0)
-        await asyncio.to_thread(own_pg.start)
-        back = time.monotonic()
+        back = await _stopped_under_a_write(own_pg, locker, "mnemo-embedder:t")
         after = await _ingest(pool, ["queued once the database is back"], message_batch=8)
 
         async def all_embedded() -> bool:
@@ -176,6 +160,31 @@ async def test_an_embedder_takes_up_work_within_seconds_of_the_databases_return(
         await pool.close()
         if not locker.is_closed():
             locker.terminate()
+
+
+async def _stopped_under_a_write(
+    pg: LocalPostgres, locker: asyncpg.Connection, application_name: str
+) -> float:
+    """Once a write of ``application_name`` waits on the lock ``locker`` holds, stop the
+    database for 2 s; returns when it was up again (time.monotonic())."""
+
+    async def write_blocked() -> bool:
+        # The locker is in a transaction: the activity view is a snapshot taken at its first
+        # read there, unless cleared.
+        await locker.execute("SELECT pg_stat_clear_snapshot()")
+        return bool(
+            await locker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND application_name = $1",
+                application_name,
+            )
+        )
+
+    await wait_for(write_blocked, timeout=30, what="the first write to wait on the lock")
+    await asyncio.to_thread(pg.stop)
+    await asyncio.sleep(2.0)
+    await asyncio.to_thread(pg.start)
+    return time.monotonic()
 
 
 async def _ingest(pool: asyncpg.Pool, texts: list[str], *, message_batch: int) -> list[uuid.UUID]:
@@ -223,23 +232,7 @@ async def test_an_indexer_takes_up_work_within_seconds_of_the_databases_return(
     await locker.execute("SELECT pg_advisory_xact_lock(hashtextextended('mnemo-repo:shop', 0))")
     running = asyncio.ensure_future(worker.run())
     try:
-
-        async def write_blocked() -> bool:
-            # The locker is in a transaction: the activity view is a snapshot taken at its
-            # first read there, unless cleared.
-            await locker.execute("SELECT pg_stat_clear_snapshot()")
-            return bool(
-                await locker.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND application_name = 'mnemo-indexer:t'"
-                )
-            )
-
-        await wait_for(write_blocked, timeout=30, what="the first write to wait on the lock")
-        await asyncio.to_thread(own_pg.stop)
-        await asyncio.sleep(2.0)
-        await asyncio.to_thread(own_pg.start)
-        back = time.monotonic()
+        back = await _stopped_under_a_write(own_pg, locker, "mnemo-indexer:t")
 
         async def all_indexed() -> bool:
             try:
