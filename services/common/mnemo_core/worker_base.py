@@ -150,10 +150,15 @@ class QueueWorker:
         now = time.monotonic()
         ours = [i for i, until in self._cut_off.items() if until - HAND_BACK_MARGIN_S > now]
         if ours:
-            async with self.pool.acquire() as conn:
-                await queue.release(conn, self.queue_name, ours)
+            await self._release(ours)
             log.info("messages_handed_back", queue=self.queue_name, msg_ids=ours)
         self._cut_off.clear()
+
+    async def _release(self, msg_ids: list[int], delay_s: int = 0) -> None:
+        """Make messages of this worker's queue visible again (after ``delay_s``), outside
+        any transaction of the caller's."""
+        async with self.pool.acquire() as conn:
+            await queue.release(conn, self.queue_name, msg_ids, delay_s)
 
     async def _register(self) -> None:
         async with self.pool.acquire() as conn:

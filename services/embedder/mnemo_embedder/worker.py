@@ -203,10 +203,6 @@ class EmbedWorker(QueueWorker):
                 self._cut(until, [m.msg_id for g in groups[i:] for m in g])
                 raise
 
-    async def _release(self, msg_ids: list[int]) -> None:
-        async with self.pool.acquire() as conn:
-            await queue.release(conn, queue.EMBED, msg_ids)
-
     async def _read_batch(self) -> list[queue.Message]:
         poll = 0 if self.once else self.settings.poll_seconds
         async with self.pool.acquire() as conn:

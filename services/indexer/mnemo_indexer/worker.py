@@ -128,8 +128,7 @@ class IndexWorker(QueueWorker):
             while msgs:
                 msg = msgs[0]
                 if self.stopping and not self.once:
-                    async with self.pool.acquire() as conn:
-                        await queue.release(conn, queue.INDEX, [m.msg_id for m in msgs])
+                    await self._release([m.msg_id for m in msgs])
                     return
                 if len(msgs) == 1 and not self.stopping:
                     msgs.extend(await read(0))
@@ -183,8 +182,7 @@ class IndexWorker(QueueWorker):
             if isinstance(decision, DeadLetter):
                 await self._dead_letter(msg, decision.reason)
             else:
-                async with self.pool.acquire() as conn:
-                    await queue.release(conn, queue.INDEX, [msg.msg_id], decision.delay_s)
+                await self._release([msg.msg_id], decision.delay_s)
             return
         self.batch_done(len(outcome.parsed))
         self.stats.observe(len(outcome.parsed) + len(outcome.failed), time.perf_counter() - started)

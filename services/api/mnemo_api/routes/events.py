@@ -109,11 +109,12 @@ def _batch_answer(done: events.Ingested) -> idempotency.Answer:
     return idempotency.Answer(202 if done.queued else 201, accepted.model_dump())
 
 
-def _key(raw: str, request: Request) -> str:
-    """The key of an ``Idempotency-Key`` header: printable ASCII, in double quotes (the
-    IETF draft's structured-field string) or not; one header line."""
-    if len(request.headers.getlist(idempotency.HEADER)) > 1:
+def _key(given: list[str]) -> str:
+    """The key of the ``Idempotency-Key`` header lines ``given``: printable ASCII, in
+    double quotes (the IETF draft's structured-field string) or not; one line."""
+    if len(given) > 1:
         raise InvalidInput(f"header.{idempotency.HEADER}", "given more than once")
+    raw = given[0]
     key = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
     if not (1 <= len(key) <= idempotency.MAX_KEY_CHARS and key.isascii() and key.isprintable()):
         raise InvalidInput(
@@ -128,19 +129,20 @@ async def _accept(
     new: list[events.NewEvent],
     answer_of: Callable[[events.Ingested], idempotency.Answer],
     *,
-    key: str | None = None,
-    scope: str = "",
     http: Request | None = None,
-    request: BaseModel | None = None,
+    body: BaseModel | None = None,
     response: Response | None = None,
 ) -> idempotency.Answer:
-    """Store the events (and queue them); with an idempotency key (from the request
-    ``http``), only the first time (``request`` is what identifies the request: the body as
-    validated)."""
-    if key is None or http is None:
+    """Store the events (and queue them); when the request ``http`` carries an idempotency
+    key, only the first time. The key is the route's (``POST /v1/events``); ``body``, as
+    validated, is what identifies the request."""
+    given = http.headers.getlist(idempotency.HEADER) if http is not None else []
+    if not given:
         return answer_of(await _ingest(st, new))
-    claimed_key = _key(key, http)
-    fingerprint = idempotency.fingerprint(request.model_dump(mode="json") if request else None)
+    assert http is not None and body is not None
+    claimed_key = _key(given)
+    scope = f"{http.method} {http.url.path}"
+    fingerprint = idempotency.fingerprint(body.model_dump(mode="json"))
     ttl_s = st.settings.idempotency_ttl_s
 
     async def once(conn: asyncpg.Connection) -> tuple[idempotency.Answer, bool]:
@@ -194,7 +196,7 @@ async def create_event(
     http: Request,
     response: Response,
     st: AppState = Depends(state),
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey = None,  # documented; _accept reads every line of it
 ) -> EventAccepted:
     """Store an event and queue its embedding (202), or store it at once (201) when it
     carries its own embedding or has no text to embed. With an ``Idempotency-Key``, a
@@ -203,10 +205,8 @@ async def create_event(
         st,
         [_to_new(body, st.settings.embedding_dim, "body")],
         _one_answer,
-        key=idempotency_key,
-        scope="POST /v1/events",
         http=http,
-        request=body,
+        body=body,
         response=response,
     )
     response.status_code = answer.status
@@ -307,7 +307,7 @@ async def create_events(
     http: Request,
     response: Response,
     st: AppState = Depends(state),
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: IdempotencyKey = None,  # documented; _accept reads every line of it
 ) -> BatchAccepted:
     """Store up to MNEMO_MAX_BATCH_EVENTS events under one job, queued in batched messages.
     With an ``Idempotency-Key``, a repeat of the request answers as the first one did."""
@@ -321,10 +321,8 @@ async def create_events(
         st,
         [_to_new(ev, dim, f"body.events.{i}") for i, ev in enumerate(body.events)],
         _batch_answer,
-        key=idempotency_key,
-        scope="POST /v1/events/batch",
         http=http,
-        request=body,
+        body=body,
         response=response,
     )
     response.status_code = answer.status
