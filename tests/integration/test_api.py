@@ -174,6 +174,30 @@ async def test_bad_input_names_the_field(
     assert r.json()["detail"].startswith(field), r.json()
 
 
+async def test_a_405_names_every_method_served_at_the_path(api: httpx.AsyncClient) -> None:
+    """Starlette's 405 named the first matching route's methods only (``Allow: POST`` on
+    /v1/events, which GET serves too), and a method a fixed path does not serve reached the
+    parameter route beside it (GET /v1/events/batch was a 422 on ``path.event_id``)."""
+    cases = {
+        ("OPTIONS", "/v1/events"): "GET, POST",
+        ("PUT", "/v1/events"): "GET, POST",
+        ("GET", "/v1/events/batch"): "POST",
+        ("DELETE", "/v1/events/batch"): "POST",
+        ("OPTIONS", "/v1/events/batch"): "POST",
+        ("PUT", f"/v1/events/{uuid.uuid4()}"): "GET, DELETE",
+        ("OPTIONS", "/health"): "GET, HEAD",
+        ("GET", f"/v1/jobs/{uuid.uuid4()}/cancel"): "POST",
+        ("POST", "/metrics"): "GET",
+    }
+    for (method, path), allow in cases.items():
+        r = await api.request(method, path)
+        assert (r.status_code, r.headers.get("allow")) == (405, allow), (method, path, r.text)
+        assert r.json()["detail"] == f"method {method} is not allowed on {path} (allowed: {allow})"
+    # A parameter that is not valid is still named, where no fixed path is involved.
+    r = await api.get("/v1/events/not-an-id")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "path.event_id"
+
+
 async def test_unknown_query_parameters_are_refused(api: httpx.AsyncClient) -> None:
     """A misspelt filter (`filter` for `filter_metadata`) widened the search silently."""
     r = await api.get("/v1/search", params={"q": "x", "filter": '{"tag": "home"}'})

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from mnemo_api.archive import TooLarge
 from mnemo_core import db
@@ -77,9 +78,56 @@ def _described(e: dict[str, Any]) -> dict[str, str]:
     return {"field": _field(loc), "message": validation_message(e)}
 
 
+#: The methods a 405's ``Allow`` can name.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(req: Request) -> tuple[list[str], bool]:
+    """The methods the API answers at this request's path, and whether the path is one the
+    OpenAPI schema names as it is (a fixed resource, such as ``/v1/events/batch``).
+
+    Starlette's 405 names the methods of the first route whose path matched, not of all of
+    them: ``OPTIONS /v1/events`` was told ``Allow: POST``, though GET is served there too.
+    Each route is asked, through the router's public ``matches``, whether it would serve
+    the path with each method. A fixed path's own methods are those its schema documents
+    (and HEAD where GET is, as the undocumented HEAD routes answer): the parameter routes
+    beside it do not count, since ``/v1/events/batch`` is not an event whose id is
+    "batch"."""
+    served: set[str] = set()
+    for method in METHODS:
+        probe = {**req.scope, "method": method, "path_params": {}}
+        if any(route.matches(probe)[0] is Match.FULL for route in req.app.router.routes):
+            served.add(method)
+    path = req.scope["path"]
+    root = req.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    documented = req.app.openapi()["paths"].get(path)
+    if documented is None:
+        return [m for m in METHODS if m in served], False
+    fixed = {m.upper() for m in documented} & set(METHODS)
+    if "GET" in fixed and "HEAD" in served:
+        fixed.add("HEAD")
+    return [m for m in METHODS if m in fixed], True
+
+
+def not_allowed(req: Request) -> JSONResponse:
+    methods, _ = allowed_methods(req)
+    resp = problem(
+        405, f"method {req.method} is not allowed on {req.url.path} (allowed: {', '.join(methods)})"
+    )
+    resp.headers["Allow"] = ", ".join(methods)
+    return resp
+
+
 async def _invalid(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     found = exc.errors()
+    if any(tuple(e.get("loc", ()))[:1] == ("path",) for e in found):
+        methods, fixed = allowed_methods(req)
+        if fixed and req.method not in methods:
+            # GET /v1/events/batch reached GET /v1/events/{event_id} with "batch" as an id.
+            return not_allowed(req)
     ctype = req.headers.get("content-type", "")
     body_refused = any(tuple(e.get("loc", ()))[:1] == ("body",) for e in found)
     if body_refused and not is_json_media_type(ctype):
@@ -103,7 +151,7 @@ async def _model_invalid(_req: Request, exc: Exception) -> JSONResponse:
     return problem(422, f"{first['field']}: {first['message']}", errors=errors)
 
 
-async def _http(_req: Request, exc: Exception) -> JSONResponse:
+async def _http(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     cause = exc.__cause__
     if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
@@ -114,6 +162,8 @@ async def _http(_req: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and isinstance(cause, ValueError) and "digits" in str(cause):
         # Python's bound on converting a decimal integer, hit by json.loads.
         return problem(422, "body: a number has more than 4300 digits")
+    if exc.status_code == 405:
+        return not_allowed(req)
     resp = problem(exc.status_code, str(exc.detail))
     for k, v in (exc.headers or {}).items():
         resp.headers[k] = v
