@@ -135,6 +135,7 @@ async def test_batch(api: httpx.AsyncClient, dsn: str) -> None:
         ("/v1/search", {"q": "x", "limit": 0}, "body.limit"),
         # JSON true is not a count (pydantic took it as 1).
         ("/v1/search", {"q": "x", "limit": True}, "body.limit: expected a whole number"),
+        ("/v1/search", {"q": "x", "limit": "5"}, "body.limit: expected a whole number, not a"),
         # Nor is it a vector's 1.0, nor a string its number.
         ("/v1/events", {"content": {}, "embedding": [True] * DIM}, "body.embedding.0"),
         ("/v1/search", {"vector": ["0.5"] * DIM}, "body.vector.0"),

@@ -172,6 +172,15 @@ async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> No
     ):
         r = await api.post(path, json=body)
         assert r.status_code == 422 and "not true or false" in r.json()["detail"], r.text
+    # Nor is a string (pydantic took "5" as 5); a query string's "5" still is, on GET.
+    for path, body in (
+        ("/v1/code/search", {"q": "total", "limit": "5"}),
+        ("/v1/code/graph/traverse", {"repository": "shop", "start": "x", "max_depth": "2"}),
+    ):
+        r = await api.post(path, json=body)
+        assert r.status_code == 422 and "not a string ('" in r.json()["detail"], r.text
+    r = await api.get("/v1/code/search", params={"q": "total", "limit": "1"})
+    assert r.status_code == 200 and r.json()["count"] == 1, r.text
     r = await api.get("/v1/jobs", params={"kind": "bogus"})
     assert r.status_code == 422 and "query.kind" in r.json()["detail"], r.text
 

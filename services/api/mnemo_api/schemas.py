@@ -65,15 +65,19 @@ def _safe(text: str) -> str:
 SafeStr = Annotated[str, AfterValidator(_safe)]
 
 
-def _not_bool(v: Any) -> Any:
+def _a_number(v: Any) -> Any:
+    # pydantic takes JSON true/false as 1/0 and "5" as 5 for an int field: a client bug
+    # either way, never a count.
     if isinstance(v, bool):
-        # pydantic takes JSON true/false as 1/0 for an int field: a client bug, never a count.
         raise ValueError("expected a whole number, not true or false")
+    if isinstance(v, str):
+        raise ValueError(f"expected a whole number, not a string ({v[:20]!r})")
     return v
 
 
-# A whole number that JSON's true and false are not (query strings still parse "5").
-Count = Annotated[int, BeforeValidator(_not_bool)]
+# A whole number sent as a JSON number: not true or false, not "5". (The GET routes whose
+# models have one read their query parameters as integers first.)
+Count = Annotated[int, BeforeValidator(_a_number)]
 
 
 # pgvector keeps 32-bit floats and sums a cosine's squares in them.
