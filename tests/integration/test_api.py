@@ -556,10 +556,9 @@ async def test_jobs_list_pages_newest_first(api: httpx.AsyncClient) -> None:
         r = await api.post("/v1/events", json={"content": {"text": f"n{i}"}})
         ids.append(r.json()["job_id"])
     seen: list[str] = []
-    cursor = None
+    cursor = ""  # an empty cursor is the first page
     while True:
-        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-        page = (await api.get("/v1/jobs", params=params)).json()
+        page = (await api.get("/v1/jobs", params={"limit": 2, "cursor": cursor})).json()
         seen += [j["id"] for j in page["jobs"]]
         cursor = page["next_cursor"]
         if not cursor:
