@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from mnemo_api.app import create_app
-from mnemo_core import db, events
+from mnemo_core import db, events, worker_base
 from mnemo_core.localpg import LocalPostgres, free_port
 from mnemo_embedder.model import HashModel
 from mnemo_embedder.worker import EmbedWorker
@@ -116,6 +116,55 @@ async def test_a_worker_logs_an_outage_in_a_few_lines(own_pg: LocalPostgres) -> 
     assert lines[:-1] == down and lines[-1]["event"] == "database_available"
     # The heartbeat alone failed some 25 times: many failures, few lines.
     assert sum(e["failures"] for e in lines) > 10 * len(lines)
+
+
+async def test_a_worker_beats_again_within_seconds_of_the_databases_return(
+    own_pg: LocalPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage longer than MNEMO_WORKER_DEAD_AFTER_S a worker counted as dead (and
+    text search answered 503) until its next heartbeat, up to MNEMO_HEARTBEAT_S after the
+    database's return: a failed heartbeat now tries again at the batches' backoff (2 s;
+    0.2 s here, so the test is short)."""
+    monkeypatch.setattr(worker_base, "BACKOFF_MAX_S", 0.2)
+    pool = await db.create_pool(own_pg.dsn(), application_name="t", min_size=1, max_size=4)
+    settings = worker_settings(heartbeat_s=6.0, database_url=own_pg.dsn())
+    worker = EmbedWorker(pool, HashModel(384), settings, worker_id=f"w-{uuid.uuid4().hex[:6]}")
+    failed_loops: list[str] = []
+    told = worker.outage.failed
+
+    def failed(**fields: object) -> None:
+        failed_loops.append(str(fields.get("loop")))
+        told(**fields)
+
+    worker.outage.failed = failed  # type: ignore[method-assign]
+    running = asyncio.ensure_future(worker.run())
+    try:
+        await wait_for(
+            lambda: pool.fetchval("SELECT count(*) FROM workers"), what="the worker registered"
+        )
+        await asyncio.to_thread(own_pg.stop)
+
+        async def beat_failed() -> bool:
+            return "heartbeat" in failed_loops
+
+        await wait_for(beat_failed, timeout=20, what="a heartbeat failed in the outage")
+        await asyncio.sleep(0.5)  # an outage longer than the heartbeat's retry
+        back = time.monotonic()  # a beat as soon as the server answers is one after this
+        await asyncio.to_thread(own_pg.start)
+
+        async def beaten() -> bool:
+            try:
+                age = await pool.fetchval("SELECT now() - last_heartbeat FROM workers")
+            except db.UNAVAILABLE_ERRORS:
+                return False
+            return bool(age.total_seconds() < time.monotonic() - back)
+
+        # Without the change, the next beat came MNEMO_HEARTBEAT_S (6 s) after the failure.
+        await wait_for(beaten, timeout=3, what="a heartbeat after the database's return")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await pool.close()
 
 
 async def test_an_embedder_takes_up_work_within_seconds_of_the_databases_return(

@@ -124,14 +124,19 @@ class QueueWorker:
 
     async def _heartbeat_loop(self) -> None:
         while not self._stop.is_set():
+            every_s = self.settings.heartbeat_s
             try:
                 async with self.pool.acquire() as conn:
                     await self._beat(conn)
             except db.UNAVAILABLE_ERRORS as exc:
                 self.outage.failed(loop="heartbeat", worker_id=self.worker_id, error=str(exc))
+                # Beat again as soon as the database is back, as the batches resume: after
+                # an outage longer than MNEMO_WORKER_DEAD_AFTER_S the worker counts as dead
+                # (and text search answers 503) until its next heartbeat gets through.
+                every_s = min(every_s, BACKOFF_MAX_S)
             else:
                 self.outage.recovered(worker_id=self.worker_id)
-            await wait(self._stop, self.settings.heartbeat_s)
+            await wait(self._stop, every_s)
 
     # -- batches -------------------------------------------------------------------------
 
