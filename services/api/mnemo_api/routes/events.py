@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import asyncpg
 import numpy as np
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mnemo_api import cursors
+from mnemo_api import cursors, idempotent
 from mnemo_api.answers import EmbeddingStatus, Event, EventPage, documented
 from mnemo_api.schemas import (
     BatchAccepted,
@@ -29,43 +28,21 @@ from mnemo_api.schemas import (
 )
 from mnemo_api.state import AppState, state
 from mnemo_core import events, idempotency
-from mnemo_core import logging as mlog
 from mnemo_core.db import in_transaction
-from mnemo_core.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
-log = mlog.get(__name__)
 
-#: Expired idempotency keys are deleted at most this often per API process.
-PURGE_EVERY_S = 60.0
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=idempotency.HEADER,
-        description="Any unique string (a UUID, say) of 1 to 255 printable ASCII "
-        'characters, in double quotes or not ("k" and k are the same key), given once. Sent '
-        "again with the same request (a retry after a lost answer), it gets the first answer "
-        "back, with `Idempotent-Replayed: true`, instead of storing the events twice; with "
-        "another request, a 422. Kept for MNEMO_IDEMPOTENCY_TTL_S.",
-        # Documented, not checked here: _key's 422 says what is wrong in our words.
-        json_schema_extra={"minLength": 1, "maxLength": idempotency.MAX_KEY_CHARS + 2},
-    ),
-]
-#: The answer's header on a replay, documented on both write routes.
-_REPLAYED = {
-    "Idempotent-Replayed": {
-        "description": "true: the answer of an earlier request with the same Idempotency-Key;"
-        " nothing was stored",
-        "schema": {"type": "string", "enum": ["true"]},
-    }
-}
+IdempotencyKey = Annotated[str | None, idempotent.header("storing the events twice")]
 
 
 def _written(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
     return {
-        201: {"model": model, "description": "stored without queueing", "headers": _REPLAYED},
-        202: {"description": "stored, its embedding queued", "headers": _REPLAYED},
+        201: {
+            "model": model,
+            "description": "stored without queueing",
+            "headers": idempotent.REPLAYED,
+        },
+        202: {"description": "stored, its embedding queued", "headers": idempotent.REPLAYED},
     }
 
 
@@ -109,21 +86,6 @@ def _batch_answer(done: events.Ingested) -> idempotency.Answer:
     return idempotency.Answer(202 if done.queued else 201, accepted.model_dump())
 
 
-def _key(given: list[str]) -> str:
-    """The key of the ``Idempotency-Key`` header lines ``given``: printable ASCII, in
-    double quotes (the IETF draft's structured-field string) or not; one line."""
-    if len(given) > 1:
-        raise InvalidInput(f"header.{idempotency.HEADER}", "given more than once")
-    raw = given[0]
-    key = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
-    if not (1 <= len(key) <= idempotency.MAX_KEY_CHARS and key.isascii() and key.isprintable()):
-        raise InvalidInput(
-            f"header.{idempotency.HEADER}",
-            f"must be 1 to {idempotency.MAX_KEY_CHARS} printable ASCII characters",
-        )
-    return key
-
-
 async def _accept(
     st: AppState,
     new: list[events.NewEvent],
@@ -136,20 +98,13 @@ async def _accept(
     """Store the events (and queue them); when the request ``http`` carries an idempotency
     key, only the first time. The key is the route's (``POST /v1/events``); ``body``, as
     validated, is what identifies the request."""
-    given = http.headers.getlist(idempotency.HEADER) if http is not None else []
-    if not given:
+    key = idempotent.key_of(http) if http is not None else None
+    if key is None:
         return answer_of(await _ingest(st, new))
-    assert http is not None and body is not None
-    claimed_key = _key(given)
-    scope = f"{http.method} {http.url.path}"
-    fingerprint = idempotency.fingerprint(body.model_dump(mode="json"))
-    ttl_s = st.settings.idempotency_ttl_s
+    assert body is not None and response is not None
 
-    async def once(conn: asyncpg.Connection) -> tuple[idempotency.Answer, bool]:
-        first = await idempotency.claim(conn, scope, claimed_key, fingerprint, ttl_s=ttl_s)
-        if first is not None:
-            return first, True
-        answer = answer_of(
+    async def ingest(conn: asyncpg.Connection) -> idempotency.Answer:
+        return answer_of(
             await events.ingest(
                 conn,
                 new,
@@ -157,32 +112,9 @@ async def _accept(
                 message_batch=st.settings.message_batch,
             )
         )
-        await idempotency.record(conn, scope, claimed_key, answer)
-        return answer, False
 
-    answer, replayed = await in_transaction(st.pool, once)
-    if replayed and response is not None:
-        response.headers["Idempotent-Replayed"] = "true"
-    await _purge_expired_keys(st)
-    return answer
-
-
-async def _purge_expired_keys(st: AppState) -> None:
-    """Delete expired idempotency keys, at most every PURGE_EVERY_S in this process (at
-    once again after a purge that hit its batch limit). Best effort: the request's own
-    answer is committed by now, and a purge that fails is tried again later."""
-    now = time.monotonic()
-    if now < st.idempotency_purge_at:
-        return
-    st.idempotency_purge_at = now + PURGE_EVERY_S  # before the await: one purge at a time
-    try:
-        async with st.pool.acquire() as conn:
-            gone = await idempotency.purge(conn, ttl_s=st.settings.idempotency_ttl_s)
-    except Exception as exc:  # never turns a stored write into an error
-        log.warning("idempotency_purge_failed", error=str(exc) or type(exc).__name__)
-        return
-    if gone >= idempotency.PURGE_BATCH:
-        st.idempotency_purge_at = 0.0
+    fingerprint = idempotency.fingerprint(body.model_dump(mode="json"))
+    return await idempotent.once(st, key, fingerprint, ingest, response)
 
 
 @router.post(
@@ -196,7 +128,7 @@ async def create_event(
     http: Request,
     response: Response,
     st: AppState = Depends(state),
-    idempotency_key: IdempotencyKey = None,  # documented; _accept reads every line of it
+    idempotency_key: IdempotencyKey = None,  # documented; key_of reads every line of it
 ) -> EventAccepted:
     """Store an event and queue its embedding (202), or store it at once (201) when it
     carries its own embedding or has no text to embed. With an ``Idempotency-Key``, a
@@ -307,7 +239,7 @@ async def create_events(
     http: Request,
     response: Response,
     st: AppState = Depends(state),
-    idempotency_key: IdempotencyKey = None,  # documented; _accept reads every line of it
+    idempotency_key: IdempotencyKey = None,  # documented; key_of reads every line of it
 ) -> BatchAccepted:
     """Store up to MNEMO_MAX_BATCH_EVENTS events under one job, queued in batched messages.
     With an ``Idempotency-Key``, a repeat of the request answers as the first one did."""
