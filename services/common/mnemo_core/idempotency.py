@@ -1,10 +1,11 @@
 """Idempotency keys: a write sent again with the same key answers as the first one did.
 
-The event writes are the API's one non-idempotent route: a client whose connection dropped
-before the answer cannot know whether its events were stored, and sending them again
-stored them twice. With an ``Idempotency-Key`` header (the IETF httpapi draft's name, as
-Stripe and others use it) the key is claimed in the transaction that stores the events,
-and the answer is recorded there too (``db/…/0006_idempotency_keys.sql``):
+The event writes and the code upload are the API's non-idempotent routes: a client whose
+connection dropped before the answer cannot know whether its events were stored (sending
+them again stored them twice) or its upload made its job (sending it again made another).
+With an ``Idempotency-Key`` header (the IETF httpapi draft's name, as Stripe and others use
+it) the key is claimed in the transaction that does the write, and the answer is recorded
+there too (``db/…/0006_idempotency_keys.sql``):
 
 - a first request claims the key, does its work and records its answer, all or nothing;
 - the same key again with the same request gets the recorded answer back;

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     # Event search compares every vector while the events table is smaller than this (about
     # 8,000 events of a short text: exact answers in under 10 ms); the HNSW index beyond.
     search_exact_below_mb: float = Field(default=16.0, ge=0)
-    # How long an Idempotency-Key of an event write is remembered (then it counts as unused).
+    # How long a write's Idempotency-Key (events, code upload) is remembered (then it counts
+    # as unused).
     idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
     # Operations: /metrics without a key (else it needs X-API-Key like /v1), and how often
     # the API samples queue figures for /metrics and the /ui history.

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
+import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import (
     BaseModel,
@@ -20,6 +20,7 @@ from pydantic import (
 )
 from starlette.datastructures import FormData, UploadFile
 
+from mnemo_api import idempotent
 from mnemo_api.answers import (
     CallPath,
     CodeResults,
@@ -33,7 +34,7 @@ from mnemo_api.archive import Limits, Skipped, TooLarge, clean_path, unpack
 from mnemo_api.errors import is_json_media_type, not_json, too_deep
 from mnemo_api.schemas import Count, SafeStr
 from mnemo_api.state import AppState, state
-from mnemo_core import code, codesearch
+from mnemo_core import code, codesearch, idempotency
 from mnemo_core import graph as graphs
 from mnemo_core.db import in_transaction
 from mnemo_core.errors import EmbedderUnavailable, InvalidInput, NotFound, validation_message
@@ -46,6 +47,7 @@ REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 Repo = Annotated[str, Field(pattern=REPO_PATTERN, description="repository name")]
 RepoInPath = Annotated[str, Path(pattern=REPO_PATTERN, description="repository name")]
 SymbolInPath = Annotated[SafeStr, Path(max_length=1024, description="qualified name")]
+IdempotencyKey = Annotated[str | None, idempotent.header("making a second job")]
 
 
 class FileIn(BaseModel):
@@ -232,7 +234,38 @@ def _archive_form(form: FormData, limit: int) -> tuple[ArchiveForm, UploadFile]:
     return meta, upload
 
 
-async def _index_archive(request: Request, st: AppState) -> dict[str, Any]:
+def _unpacked(
+    archive: BinaryIO, limits: Limits, meta: ArchiveForm, *, keyed: bool
+) -> tuple[list[code.SourceFile], list[Skipped], bytes | None]:
+    """The archive's files and skipped entries, and, for a request with an idempotency
+    key, its fingerprint. Blocking: the archive thread's."""
+    files, skipped = unpack(archive, limits, strip_components=meta.strip_components)
+    return files, skipped, _archive_fingerprint(meta, files, skipped) if keyed else None
+
+
+def _archive_fingerprint(
+    meta: ArchiveForm, files: list[code.SourceFile], skipped: list[Skipped]
+) -> bytes:
+    """What identifies an archive upload: its form fields and what it unpacked to (each
+    file's path and the SHA-256 of its content, which the upload computes anyway to find
+    unchanged files; the skipped entries and why), in path order. Not a hash of the
+    archive's bytes: that would be one more pass over up to MNEMO_MAX_ARCHIVE_BYTES, and
+    would tell apart archives of the same files made twice (tar and gzip write times,
+    member order, zip or tar), as the JSON body's fingerprint does not tell apart key
+    order or whitespace. The one cost: a retry after the server changed how it unpacks
+    (a new limit, a new rule for skipping) is a 422, and needs a new key."""
+    return idempotency.fingerprint(
+        {
+            "form": meta.model_dump(mode="json"),
+            "files": sorted((f.path, f.content_hash) for f in files),
+            "skipped": sorted((s.path, s.reason) for s in skipped),
+        }
+    )
+
+
+async def _index_archive(
+    request: Request, st: AppState, key: idempotent.Key | None, response: Response
+) -> dict[str, Any]:
     """The archive part is spooled to a temporary file (on disk past 1 MiB) while it streams
     in; then, one upload at a time per process, it is unpacked from there in the archive
     thread (never a second copy in memory, never a blocked event loop) and stored."""
@@ -241,9 +274,9 @@ async def _index_archive(request: Request, st: AppState) -> dict[str, Any]:
         meta, upload = _archive_form(form, limit)
         async with st.archive_slot:
             await upload.seek(0)
-            files, skipped = await asyncio.get_running_loop().run_in_executor(
+            files, skipped, fingerprint = await asyncio.get_running_loop().run_in_executor(
                 st.archive_thread,
-                partial(unpack, upload.file, _limits(st), strip_components=meta.strip_components),
+                lambda: _unpacked(upload.file, _limits(st), meta, keyed=key is not None),
             )
             if len(files) > st.settings.max_files_per_request:
                 raise InvalidInput(
@@ -251,14 +284,21 @@ async def _index_archive(request: Request, st: AppState) -> dict[str, Any]:
                     f"{len(files)} files; at most "
                     f"{st.settings.max_files_per_request} (MNEMO_MAX_FILES_PER_REQUEST)",
                 )
-            return await _index(st, meta, files, skipped)
+            keyed = None if key is None or fingerprint is None else (key, fingerprint)
+            return await _index(st, meta, files, skipped, keyed, response)
 
 
 @router.post(
     "/index",
     status_code=202,
     response_model=None,
-    responses=documented(IndexAccepted, "Queued: poll the job", 202),
+    responses={
+        202: {
+            "model": IndexAccepted,
+            "description": "Queued: poll the job",
+            "headers": idempotent.REPLAYED,
+        }
+    },
     openapi_extra={
         "requestBody": {
             "content": {
@@ -288,14 +328,22 @@ async def _index_archive(request: Request, st: AppState) -> dict[str, Any]:
         }
     },
 )
-async def index(request: Request, st: AppState = Depends(state)) -> dict[str, Any]:
+async def index(
+    request: Request,
+    response: Response,
+    st: AppState = Depends(state),
+    idempotency_key: IdempotencyKey = None,  # documented; key_of reads every line of it
+) -> dict[str, Any]:
     """Index a repository: a JSON list of files, or a multipart upload of a .tar.gz/.zip
     (field ``archive``; its paths are kept as they are, less ``strip_components`` leading
     folders). Unchanged files (same content) are skipped; with ``prune``, files of the
-    repository missing from the request are removed. Poll the job for progress."""
+    repository missing from the request are removed. Poll the job for progress. With an
+    ``Idempotency-Key``, a repeat of the request answers as the first one did and makes
+    no job."""
+    key = idempotent.key_of(request)  # before the body: a bad key is refused unread
     ctype = request.headers.get("content-type", "")
     if ctype.lower().startswith("multipart/form-data"):
-        return await _index_archive(request, st)
+        return await _index_archive(request, st, key, response)
     if not is_json_media_type(ctype):
         raise not_json(ctype, accepted="application/json, or multipart/form-data with an archive")
     try:
@@ -311,7 +359,9 @@ async def index(request: Request, st: AppState = Depends(state)) -> dict[str, An
         raise InvalidInput(
             ".".join(["body", *map(str, first["loc"])]), validation_message(first)
         ) from exc
-    return await _index(st, body, _check_files(body, st), [])
+    files = _check_files(body, st)
+    keyed = None if key is None else (key, idempotency.fingerprint(body.model_dump(mode="json")))
+    return await _index(st, body, files, [], keyed, response)
 
 
 #: Skipped files named in a "no files to index" answer (the rest are counted).
@@ -335,7 +385,12 @@ async def _index(
     meta: ArchiveForm | IndexIn,
     files: list[code.SourceFile],
     skipped: list[Skipped],
+    keyed: tuple[idempotent.Key, bytes] | None,
+    response: Response,
 ) -> dict[str, Any]:
+    """Store the files and queue the job; with ``keyed`` (the request's idempotency key and
+    what identifies the request), in the transaction that claims the key, only the first
+    time."""
     if not files:
         # Never a job for nothing, and never a prune that would empty the repository.
         archive = isinstance(meta, ArchiveForm)
@@ -343,21 +398,29 @@ async def _index(
             "body.archive" if archive else "body.files",
             nothing_to_index(skipped, archive=archive),
         )
-    acc = await in_transaction(
-        st.pool,
-        lambda conn: code.index_files(
+
+    async def store(conn: asyncpg.Connection) -> idempotency.Answer:
+        acc = await code.index_files(
             conn, meta.repository, files, commit=meta.commit, prune=meta.prune
-        ),
-    )
-    return {
-        "job_id": str(acc.job_id),
-        "repository": meta.repository,
-        "files": acc.files,
-        "files_changed": acc.changed,
-        "files_unchanged": acc.unchanged,
-        "files_removed": acc.removed,
-        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
-    }
+        )
+        accepted = {
+            "job_id": str(acc.job_id),
+            "repository": meta.repository,
+            "files": acc.files,
+            "files_changed": acc.changed,
+            "files_unchanged": acc.unchanged,
+            "files_removed": acc.removed,
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        }
+        return idempotency.Answer(202, accepted)
+
+    if keyed is None:
+        answer = await in_transaction(st.pool, store)
+    else:
+        answer = await idempotent.once(st, *keyed, store, response)
+    response.status_code = answer.status
+    # In the answer's own order: a replay's comes back from jsonb, its keys sorted by length.
+    return IndexAccepted.model_validate(answer.body).model_dump(mode="json")
 
 
 async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
