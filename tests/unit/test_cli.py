@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -199,7 +200,7 @@ def test_a_write_is_retried_once_with_the_same_idempotency_key(
     key, so the API answers it from the first (tests/integration/test_idempotency.py)."""
     import httpx
 
-    from mnemo_cli import main as cli
+    from mnemo_cli import client
     from mnemo_cli.client import ApiError, Client
 
     keys: list[str] = []
@@ -210,10 +211,10 @@ def test_a_write_is_retried_once_with_the_same_idempotency_key(
             raise httpx.ReadTimeout("no answer", request=request)
         return httpx.Response(202, json={"event_id": "e", "job_id": "j", "status": "queued"})
 
-    monkeypatch.setattr(cli, "RETRY_AFTER_S", 0.0)
+    monkeypatch.setattr(client, "RETRY_AFTER_S", 0.0)
     c = Client("http://api.test")
     c._http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(answer))
-    assert cli.post_once(c, "/v1/events", {"content": {"text": "x"}})["event_id"] == "e"
+    assert client.post_once(c, "/v1/events", json={"content": {"text": "x"}})["event_id"] == "e"
     assert len(keys) == 2 and keys[0] == keys[1] and len(keys[0]) == 36
     # An answer, even an error, is not retried; a new write has a new key.
     keys.clear()
@@ -224,8 +225,43 @@ def test_a_write_is_retried_once_with_the_same_idempotency_key(
         ),
     )
     with pytest.raises(ApiError):
-        cli.post_once(c, "/v1/events", {"content": {"text": "x"}})
+        client.post_once(c, "/v1/events", json={"content": {"text": "x"}})
     assert len(keys) == 1
+
+
+def test_an_index_upload_is_retried_once_with_the_same_key_and_archive(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``mnemo index`` sends its upload with a key of its own, and sends the same upload
+    again with it when the first got no answer; a new upload has a new key."""
+    import httpx
+
+    from mnemo_cli import client, code
+    from mnemo_cli.client import Client
+
+    (tmp_path / "util.py").write_text("def add(a, b):\n    return a + b\n")
+    sent: list[tuple[str, bytes]] = []
+    timeouts = 1
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal timeouts
+        boundary = request.headers["content-type"].split("boundary=")[1].encode()
+        sent.append((request.headers["Idempotency-Key"], request.read().replace(boundary, b"")))
+        if timeouts:
+            timeouts -= 1
+            raise httpx.ReadTimeout("no answer", request=request)
+        accepted = {"job_id": "j", "files": 1, "files_changed": 1, "files_unchanged": 0}
+        return httpx.Response(202, json={**accepted, "files_removed": 0, "skipped": []})
+
+    monkeypatch.setattr(client, "RETRY_AFTER_S", 0.0)
+    c = Client("http://api.test")
+    c._http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(answer))
+    args = build_parser().parse_args(["index", str(tmp_path), "--repository", "demo", "--json"])
+    assert code.cmd_index(args, c) == 0
+    assert len(sent) == 2 and sent[0] == sent[1] and len(sent[0][0]) == 36
+    assert b"def add(a, b)" not in sent[0][1]  # the archive, gzipped
+    assert code.cmd_index(args, c) == 0  # answered at once
+    assert len(sent) == 3 and sent[2][0] != sent[0][0]
 
 
 HOSTILE = "[/INST] a [bold]memory[/bold] \x1b]0;PWNED\x07\x1b[2J done"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from typing import Any
 from urllib.parse import quote
 
@@ -58,3 +60,22 @@ class Client:
 
     def post(self, path: str, **kw: Any) -> Any:
         return self.request("POST", path, **kw)
+
+
+#: Seconds before the one retry of a write whose connection failed.
+RETRY_AFTER_S = 1.0
+
+
+def post_once(c: Client, path: str, **kw: Any) -> Any:
+    """POST a write with an ``Idempotency-Key``, and once more with the same key when no
+    answer came back (refused, reset, timed out): the first try may have been done, and the
+    key makes the API answer the retry from it instead of doing the write twice (events
+    stored twice, a second index job)."""
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    try:
+        return c.post(path, headers=headers, **kw)
+    except ApiError as exc:
+        if exc.status:  # the API answered: nothing to retry
+            raise
+    time.sleep(RETRY_AFTER_S)
+    return c.post(path, headers=headers, **kw)

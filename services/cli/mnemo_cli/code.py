@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mnemo_cli.client import ApiError, Client, seg
+from mnemo_cli.client import ApiError, Client, post_once, seg
 from mnemo_cli.show import plain, shown
 
 # soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
@@ -179,12 +179,9 @@ def cmd_index(args: argparse.Namespace, c: Client) -> int:
     data = {"repository": repository, "prune": "true" if args.prune else "false"}
     if args.commit:
         data["commit"] = args.commit
-    body = c.post(
-        "/v1/code/index",
-        data=data,
-        files={"archive": (f"{repository}.tar.gz", tarball(files), "application/gzip")},
-        timeout=600,
-    )
+    # One archive, sent again as it is on the retry: the same request for the same key.
+    archive = (f"{repository}.tar.gz", tarball(files), "application/gzip")
+    body = post_once(c, "/v1/code/index", data=data, files={"archive": archive}, timeout=600)
     if not args.json:
         console.print(
             f"repository [bold]{repository}[/]: {body['files']} files, "

@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import sys
 import time
-import uuid
 from typing import Any
 
 from rich import box
@@ -22,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mnemo_cli import code, ops
-from mnemo_cli.client import ApiError, Client, seg
+from mnemo_cli.client import ApiError, Client, post_once, seg
 from mnemo_cli.show import shown
 
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -77,30 +76,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     return up(service.start("mnemo-up", **overrides))
 
 
-#: Seconds before the one retry of a write whose connection failed.
-RETRY_AFTER_S = 1.0
-
-
-def post_once(c: Client, path: str, body: Any) -> Any:
-    """POST a write with an ``Idempotency-Key``, and once more with the same key when no
-    answer came back (refused, reset, timed out): the first try may have been stored, and
-    the key makes the API answer the retry from it instead of storing the events twice."""
-    headers = {"Idempotency-Key": str(uuid.uuid4())}
-    try:
-        return c.post(path, json=body, headers=headers)
-    except ApiError as exc:
-        if exc.status:  # the API answered: nothing to retry
-            raise
-    time.sleep(RETRY_AFTER_S)
-    return c.post(path, json=body, headers=headers)
-
-
 def cmd_events_add(args: argparse.Namespace, c: Client) -> int:
     if not args.text.strip():
         err.print("mnemo: nothing to add: the event's text is empty", style="red")
         return 2
     body = {"content": {"text": args.text}, "metadata": _meta(args.meta or [])}
-    data = post_once(c, "/v1/events", body)
+    data = post_once(c, "/v1/events", json=body)
     _print(
         args,
         data,
