@@ -35,17 +35,20 @@ async def api(dsn: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def counts(dsn: str) -> tuple[int, int, int]:
-    """(events, jobs, messages on the embed queue)."""
+async def _rows(dsn: str, *tables: str) -> tuple[int, ...]:
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM events) AS e, (SELECT count(*) FROM jobs) AS j,"
-            " (SELECT count(*) FROM pgmq.q_embed) AS m"
+            "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)
         )
-        return int(row["e"]), int(row["j"]), int(row["m"])
+        return tuple(int(n) for n in row)
     finally:
         await conn.close()
+
+
+async def counts(dsn: str) -> tuple[int, ...]:
+    """(events, jobs, messages on the embed queue)."""
+    return await _rows(dsn, "events", "jobs", "pgmq.q_embed")
 
 
 async def test_a_repeated_event_answers_as_the_first_and_stores_nothing(
@@ -267,17 +270,9 @@ def archive(data: bytes, name: str = "demo.tgz") -> dict[str, tuple[str, bytes, 
     return {"archive": (name, data, "application/octet-stream")}
 
 
-async def code_counts(dsn: str) -> tuple[int, int, int]:
+async def code_counts(dsn: str) -> tuple[int, ...]:
     """(jobs, code files, messages on the index queue)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        row = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM jobs) AS j, (SELECT count(*) FROM code_files) AS f,"
-            " (SELECT count(*) FROM pgmq.q_index) AS m"
-        )
-        return int(row["j"]), int(row["f"]), int(row["m"])
-    finally:
-        await conn.close()
+    return await _rows(dsn, "jobs", "code_files", "pgmq.q_index")
 
 
 async def test_a_repeated_code_upload_answers_as_the_first_and_makes_no_job(
