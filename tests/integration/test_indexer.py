@@ -702,3 +702,33 @@ async def test_a_name_too_long_to_index_fails_its_file_alone(
             await conn.fetchval("SELECT count(*) FROM code_chunks WHERE qualified_name = 'ok.ok'")
             == 1
         )
+
+
+async def test_chunks_and_edges_keep_separator_characters_and_empty_values(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    """A chunk's text crosses to PostgreSQL packed into one text per column, cut at a
+    separator (records.packed): a file holding that separator, and values that are empty,
+    come back as they were written."""
+    files = {
+        "sep.py": 'def f():\n    return "\x1e\x1f"\n\n\ndef g():\n    return f()\n',
+        "empty.py": "x = 1\n",
+    }
+    await submit(pool, files)
+    await drain(pool, parser)
+    async with pool.acquire() as conn:
+        rows = {
+            r["qualified_name"]: r
+            for r in await conn.fetch(
+                "SELECT qualified_name, content, signature, docstring, calls FROM code_chunks"
+            )
+        }
+        edges = await conn.fetch(
+            "SELECT source, external, candidates, target FROM code_edges "
+            "WHERE relationship = 'calls' ORDER BY source"
+        )
+    assert rows["sep.f"]["content"] == 'def f():\n    return "\x1e\x1f"'
+    assert rows["sep.f"]["docstring"] == "" and rows["sep.f"]["calls"] == []
+    assert rows["sep.g"]["calls"] == ["f"]
+    assert rows["empty"]["content"] == "x = 1" and rows["empty"]["signature"] == ""
+    assert [tuple(e) for e in edges] == [("sep.g", "f", ["sep.g.f", "sep.f"], "sep.f")]

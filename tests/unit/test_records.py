@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mnemo_indexer.records import call_candidates
+from mnemo_indexer.records import call_candidates, packed
 
 
 @pytest.mark.parametrize(
@@ -96,3 +96,21 @@ def test_a_files_edges_are_unique_as_the_edges_table_requires() -> None:
     keys = [(e.source, e.relationship, e.external) for e in edges]
     assert len(keys) == len(set(keys))
     assert ("pkg.m.f", "calls", "b") in keys and ("pkg.m", "calls", "b") in keys
+
+
+@pytest.mark.parametrize(
+    "columns",
+    [
+        [["a", "b"], ["", ""]],
+        [[""], ["x"]],
+        [[], []],
+        [["one\x1etwo", "three"], ["p", "q"]],  # a value holding the usual separator
+        [["\x1e", "\x1e\x1e", ""], ["a\x1f", "", "b"]],
+    ],
+)
+def test_packed_columns_cut_back_into_the_same_values(columns: list[list[str]]) -> None:
+    """What (string_to_array(text, separator))[2:] does to a packed column in
+    insert_chunks and insert_edges, done here with str.split."""
+    sep, texts = packed(columns)
+    assert all(sep not in v for c in columns for v in c)
+    assert [t.split(sep)[1:] for t in texts] == columns

@@ -25,7 +25,7 @@ from mnemo_core.retry import DeadLetter, backoff_s, decide, exhausted
 from mnemo_core.settings import Settings
 from mnemo_core.worker_base import QueueWorker
 from mnemo_indexer.pool import FileFailed, FileRows, ParsePool
-from mnemo_indexer.records import SEP, ChunkColumns, EdgeColumns
+from mnemo_indexer.records import SEP, ChunkColumns, EdgeColumns, packed
 
 log = mlog.get(__name__)
 
@@ -343,17 +343,36 @@ class IndexWorker(QueueWorker):
         chunks = ChunkColumns.concat(parsed[i].chunks for i in claimed)
         owners = [i for i in claimed for _ in range(parsed[i].n_chunks)]  # file of each chunk
         vecs = [reuse.get(h) for h in chunks.embed_hash]
+        sep, texts = packed(
+            [
+                [by_id[i]["repository"] for i in owners],
+                [by_id[i]["path"] for i in owners],
+                [parsed[i].language for i in owners],
+                chunks.kind,
+                chunks.name,
+                chunks.qualified_name,
+                chunks.signature,
+                chunks.docstring,
+                chunks.content,
+                chunks.calls,
+                chunks.content_hash,
+                chunks.embed_hash,
+                chunks.lexemes,
+                ["done" if v is not None else "pending" for v in vecs],
+            ]
+        )
         inserted = await conn.fetch(
             Q["insert_chunks"],
             owners,
-            [by_id[i]["repository"] for i in owners],
-            [by_id[i]["path"] for i in owners],
-            [parsed[i].language for i in owners],
             job_id,
-            *chunks,  # $6..$19, in ChunkColumns' order
+            sep,
+            *texts,  # $4..$17
+            chunks.parent_qualified_name,
+            chunks.start_line,
+            chunks.end_line,
+            chunks.complexity,
             vecs,
             [model if v is not None else None for v in vecs],
-            ["done" if v is not None else "pending" for v in vecs],
         )
 
         # Edges by repository (a message's files are usually all of one), each resolved
@@ -380,14 +399,20 @@ class IndexWorker(QueueWorker):
             edge_owners += [i for i in mine for _ in range(parsed[i].n_edges)]
             parts.append(cols)
         edges = EdgeColumns.concat(parts)
+        sep, texts = packed(
+            [
+                [by_id[i]["repository"] for i in edge_owners],
+                edges.source,
+                edges.relationship,
+                edges.external,
+                [SEP.join(c) for c in edges.candidates],
+            ]
+        )
         await conn.execute(
             Q["insert_edges"],
             edge_owners,
-            [by_id[i]["repository"] for i in edge_owners],
-            edges.source,
-            edges.relationship,
-            edges.external,
-            [SEP.join(c) for c in edges.candidates],
+            sep,
+            *texts,  # $3..$7
             edges.bare,
             edges.line,
             targets,

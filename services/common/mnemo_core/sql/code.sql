@@ -134,36 +134,46 @@ SELECT job_id, count(*)::int AS n FROM gone
 WHERE embedding_status = 'pending' AND job_id IS NOT NULL GROUP BY job_id;
 
 -- insert_chunks --
--- Chunks from parallel arrays, one element a chunk: $1 file ids, $2 repositories, $3 paths,
--- $4 languages, job $5, then $6 kinds .. $18 embed hashes, $19 lexical documents (tsvector
--- literals), $20 vectors, $21 models, $22 statuses; returns ids and statuses.
+-- Chunks, one element a chunk: $1 file ids, job $2, then columns of strings packed into one
+-- text each, every value after separator $3 (records.packed: (string_to_array(t, $3))[2:]
+-- gives them back): $4 repositories, $5 paths, $6 languages, $7 kinds, $8 names,
+-- $9 qualified names, $10 signatures, $11 docstrings, $12 contents, $13 callees (joined by
+-- U+001F), $14 content hashes, $15 embed hashes, $16 lexical documents (tsvector literals),
+-- $17 statuses; then arrays: $18 parents, $19 start lines, $20 end lines, $21 complexities,
+-- $22 vectors, $23 models. Returns ids and statuses.
 INSERT INTO code_chunks (file_id, repository, path, language, job_id, kind, name,
     qualified_name, parent_qualified_name, signature, docstring, start_line, end_line, content,
     calls, complexity, content_hash, embed_hash, tsv, embedding, embedding_model,
     embedding_status)
-SELECT u.file_id, u.repository, u.path, u.language, $5, u.kind, u.name, u.qname, u.parent,
+SELECT u.file_id, u.repository, u.path, u.language, $2, u.kind, u.name, u.qname, u.parent,
        u.sig, u.doc, u.s, u.e, u.content, string_to_array(u.calls, E'\x1f'), u.cx, u.chash,
        u.ehash, u.lexemes::tsvector, u.emb, u.model, u.status
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[],
-            $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
-            $12::int[], $13::int[], $14::text[], $15::text[], $16::int[], $17::text[],
-            $18::text[], $19::text[], $20::vector[], $21::text[], $22::text[])
-     AS u(file_id, repository, path, language, kind, name, qname, parent, sig, doc, s, e,
-          content, calls, cx, chash, ehash, lexemes, emb, model, status)
+FROM unnest($1::bigint[], (string_to_array($4, $3))[2:], (string_to_array($5, $3))[2:],
+            (string_to_array($6, $3))[2:], (string_to_array($7, $3))[2:],
+            (string_to_array($8, $3))[2:], (string_to_array($9, $3))[2:],
+            (string_to_array($10, $3))[2:], (string_to_array($11, $3))[2:],
+            (string_to_array($12, $3))[2:], (string_to_array($13, $3))[2:],
+            (string_to_array($14, $3))[2:], (string_to_array($15, $3))[2:],
+            (string_to_array($16, $3))[2:], (string_to_array($17, $3))[2:],
+            $18::text[], $19::int[], $20::int[], $21::int[], $22::vector[], $23::text[])
+     AS u(file_id, repository, path, language, kind, name, qname, sig, doc, content, calls,
+          chash, ehash, lexemes, status, parent, s, e, cx, emb, model)
 RETURNING id, embedding_status;
 
 -- insert_edges --
--- Edges from parallel arrays, one element an edge: $1 file ids, $2 repositories, $3 sources,
--- $4 relationships, $5 externals, $6 candidate lists joined by U+001F, $7 bare names,
--- $8 lines, $9 resolved targets. No ON CONFLICT: a file's edges are unique by construction
+-- Edges, one element an edge: $1 file ids, then columns of strings packed as in
+-- insert_chunks with separator $2: $3 repositories, $4 sources, $5 relationships,
+-- $6 externals, $7 candidate lists (joined by U+001F); then arrays: $8 bare names, $9 lines,
+-- $10 resolved targets. No ON CONFLICT: a file's edges are unique by construction
 -- (records.edge_rows keeps one per source, relationship and external) and its old edges are
 -- cleared in the same transaction; the speculative insert cost ~15% of this statement.
 INSERT INTO code_edges (repository, file_id, source, relationship, external, candidates, bare,
                         target, line)
 SELECT u.repository, u.file_id, u.source, u.rel, u.ext, string_to_array(u.cands, E'\x1f'),
        u.bare, u.target, u.line
-FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::int[], $9::text[])
+FROM unnest($1::bigint[], (string_to_array($3, $2))[2:], (string_to_array($4, $2))[2:],
+            (string_to_array($5, $2))[2:], (string_to_array($6, $2))[2:],
+            (string_to_array($7, $2))[2:], $8::text[], $9::int[], $10::text[])
      AS u(file_id, repository, source, rel, ext, cands, bare, line, target);
 
 -- known_symbols --
