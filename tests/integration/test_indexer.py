@@ -732,3 +732,37 @@ async def test_chunks_and_edges_keep_separator_characters_and_empty_values(
     assert rows["sep.g"]["calls"] == ["f"]
     assert rows["empty"]["content"] == "x = 1" and rows["empty"]["signature"] == ""
     assert [tuple(e) for e in edges] == [("sep.g", "f", ["sep.g.f", "sep.f"], "sep.f")]
+
+
+async def test_deleting_files_deletes_their_chunks_and_edges(
+    pool: asyncpg.Pool, parser: ParsePool
+) -> None:
+    """What the foreign keys from chunks and edges to their file did, a statement trigger
+    does (migration 0009): deleting files, by id or with their repository, takes their
+    chunks and edges along, and only theirs."""
+    await submit(pool, {k: v for k, v in FILES.items() if k.endswith(".py")})
+    await drain(pool, parser)
+
+    async def counts(conn: asyncpg.Connection) -> dict[str, int]:
+        return {
+            t: await conn.fetchval(f"SELECT count(*) FROM {t}")
+            for t in ("code_files", "code_chunks", "code_edges")
+        }
+
+    async with pool.acquire() as conn:
+        before = await counts(conn)
+        cart = await conn.fetchval("SELECT id FROM code_files WHERE path = 'shop/cart.py'")
+        mine = {
+            t: await conn.fetchval(f"SELECT count(*) FROM {t} WHERE file_id = $1", cart)
+            for t in ("code_chunks", "code_edges")
+        }
+        assert all(mine.values()), mine
+        await conn.execute("DELETE FROM code_files WHERE id = $1", cart)
+        after = await counts(conn)
+        assert after == {
+            "code_files": before["code_files"] - 1,
+            "code_chunks": before["code_chunks"] - mine["code_chunks"],
+            "code_edges": before["code_edges"] - mine["code_edges"],
+        }
+        await conn.execute("DELETE FROM code_repositories WHERE name = 'shop'")
+        assert await counts(conn) == {"code_files": 0, "code_chunks": 0, "code_edges": 0}
