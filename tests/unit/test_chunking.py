@@ -75,6 +75,13 @@ def test_module_path(path, expected):
         ("", []),
         ("123", ["123"]),
         ("ÉcoleNormale", ["école", "normale"]),
+        # Words never run across a separator, nor look ahead through one.
+        ("ABC_Def", ["abc", "def"]),
+        ("HTTP.Server2go", ["http", "server2", "go"]),
+        ("a-B C\tdE", ["a", "b", "c", "d", "e"]),
+        ("x__Yz$QRs", ["x", "yz", "q", "rs"]),
+        ("IOError!ABCd", ["io", "error", "ab", "cd"]),
+        ("ÆØÅbc_Ünder", ["æøåbc", "ünder"]),
     ],
 )
 def test_split_identifier(name, words):

@@ -44,7 +44,6 @@ def event_text(content: Any) -> str | None:
 
 
 _IDENT_PART = re.compile(r"(?:[A-Z]+(?=[A-Z][^\W\d_A-Z])|[A-Z]?[^\W\d_A-Z]+|[A-Z]+|\d+)\d*")
-_NON_WORD = re.compile(r"[\W_]+")
 _IDENTIFIER = re.compile(r"[A-Za-z_$][\w$]*")
 _LEXEME = re.compile(r"^[a-z0-9]+$")
 
@@ -66,12 +65,12 @@ def split_identifier(name: str) -> list[str]:
 @functools.lru_cache(maxsize=1 << 16)
 def _split(name: str) -> tuple[str, ...]:
     # Cached: a codebase repeats its identifiers, and splitting them was most of the time
-    # spent building a chunk's search text (bench/README.md).
-    words: list[str] = []
-    for part in _NON_WORD.split(name):
-        if part:
-            words.extend(m.group(0).lower() for m in _IDENT_PART.finditer(part))
-    return tuple(words)
+    # spent building a chunk's search text (bench/README.md). No word pattern matches
+    # (or looks ahead through) an underscore or a non-word character, so one findall over
+    # the whole name finds the words of each of its parts, in order: twice as fast as
+    # cutting it at them first, on the ~71,000 names of the stdlib that miss the cache
+    # (bench/README.md, change 30).
+    return tuple(map(str.lower, _IDENT_PART.findall(name)))
 
 
 def chunk_embed_text(qualified_name: str, signature: str, docstring: str, content: str) -> str:
