@@ -731,3 +731,31 @@ def test_a_missing_grammar_falls_back_to_windows_and_says_so_once(monkeypatch):
     events = [e for e in logs if e["event"] == "grammar_unavailable"]
     assert [(e["language"], e["log_level"]) for e in events] == [("python", "warning")]
     parse_module._grammar_unavailable.cache_clear()
+
+
+def test_import_aliases_are_bound_in_source_order() -> None:
+    """tree-sitter hands over an import pattern's matches in the order they complete, not
+    the source's (here: the nested import first, the try block before the line above it),
+    and a name bound twice kept whichever came last in that order: the stdlib's edges
+    differed between two runs. Now the source's order, and the later binding wins."""
+    src = (
+        "import os as _os\n"
+        "from time import monotonic as _time\n"
+        "from itertools import islice as _islice, count as _count\n"
+        "try:\n"
+        "    from _collections import deque as _deque\n"
+        "except ImportError:\n"
+        "    from collections import deque as _deque\n"
+        "\n"
+        "def f():\n"
+        "    import json as _json\n"
+        "    return _deque()\n"
+    )
+    assert parse_file("m.py", src).aliases == (
+        ("_os", "os", ""),
+        ("_time", "time", "monotonic"),
+        ("_islice", "itertools", "islice"),
+        ("_count", "itertools", "count"),
+        ("_deque", "collections", "deque"),
+        ("_json", "json", ""),
+    )

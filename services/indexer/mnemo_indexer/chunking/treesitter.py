@@ -420,12 +420,19 @@ class _FileWalker:
             self.trivial[first : last + 1] = b"\x01" * (last - first + 1)
 
     def _collect_imports(self, caps: dict[str, list[Any]]) -> None:
-        for capture, extractor_name in self.grammar.import_rules.items():
-            extractor = EXTRACTORS[extractor_name]
-            for node in caps.get(capture, ()):
-                self._mark(node.start_point.row + 1, _end_line(node))
-                pos = node.start_byte
-                self.imports.extend((pos, name) for name in extractor(self.import_ctx, node))
+        # In source order: tree-sitter gives a capture's nodes in the order their matches
+        # complete, which is not it and varied between runs, and an import's extractor
+        # binds its aliases (a name bound twice, `try: from _c import d as x` / `except:
+        # from c import d as x`, keeps the later one).
+        found = [
+            (node.start_byte, node, EXTRACTORS[extractor_name])
+            for capture, extractor_name in self.grammar.import_rules.items()
+            for node in caps.get(capture, ())
+        ]
+        found.sort(key=lambda f: f[0])
+        for pos, node, extractor in found:
+            self._mark(node.start_point.row + 1, _end_line(node))
+            self.imports.extend((pos, name) for name in extractor(self.import_ctx, node))
 
     def _collect_comments(self, nodes: list[Any]) -> None:
         """Mark comment-only lines and attach leading comment blocks to units."""
