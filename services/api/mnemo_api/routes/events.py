@@ -57,14 +57,12 @@ def _to_new(ev: EventIn, dim: int, field: str) -> events.NewEvent:
     return events.NewEvent(ev.content, ev.metadata, ev.timestamp, vec)
 
 
-async def _ingest(st: AppState, new: list[events.NewEvent]) -> events.Ingested:
-    async with st.pool.acquire() as conn:  # one statement: atomic without BEGIN
-        return await events.ingest(
-            conn,
-            new,
-            model=st.settings.embedding_model,
-            message_batch=st.settings.message_batch,
-        )
+async def _ingest(
+    conn: asyncpg.Connection, st: AppState, new: list[events.NewEvent]
+) -> events.Ingested:
+    return await events.ingest(
+        conn, new, model=st.settings.embedding_model, message_batch=st.settings.message_batch
+    )
 
 
 def _one_answer(done: events.Ingested) -> idempotency.Answer:
@@ -100,18 +98,12 @@ async def _accept(
     validated, is what identifies the request."""
     key = idempotent.key_of(http) if http is not None else None
     if key is None:
-        return answer_of(await _ingest(st, new))
+        async with st.pool.acquire() as conn:  # one statement: atomic without BEGIN
+            return answer_of(await _ingest(conn, st, new))
     assert body is not None and response is not None
 
     async def ingest(conn: asyncpg.Connection) -> idempotency.Answer:
-        return answer_of(
-            await events.ingest(
-                conn,
-                new,
-                model=st.settings.embedding_model,
-                message_batch=st.settings.message_batch,
-            )
-        )
+        return answer_of(await _ingest(conn, st, new))
 
     fingerprint = idempotency.fingerprint(body.model_dump(mode="json"))
     return await idempotent.once(st, key, fingerprint, ingest, response)
