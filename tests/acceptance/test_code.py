@@ -119,6 +119,16 @@ def test_index_search_callers_reindex_delete(stack: dict, project: Path, module_
     assert out.returncode == 0, out.stderr
     callers = {c["qualified_name"] for c in json.loads(out.stdout)}
     assert "json.decoder.JSONDecoder.decode" in callers
+    # The symbol itself heads the human view; a short name is a 404 that names the symbol.
+    out = mnemo(env, "code", "symbol", "json", "json.decoder.JSONDecoder.raw_decode")
+    assert out.returncode == 0, out.stderr
+    head = out.stdout.splitlines()[0].split()
+    assert head[:2] == ["method", "json.decoder.JSONDecoder.raw_decode"], out.stdout
+    assert head[2].startswith("json/decoder.py:"), out.stdout
+    assert "def raw_decode(" in out.stdout and "callers of" in out.stdout
+    out = mnemo(env, "code", "callers", "json", "raw_decode")
+    assert out.returncode != 0
+    assert "did you mean json.decoder.JSONDecoder.raw_decode" in out.stderr, out.stderr
 
     chunks_before = chunk_count(module_dsn)
     # Re-index, unchanged: nothing parsed, nothing embedded.

@@ -198,6 +198,46 @@ async def test_index_search_graph_delete(api: httpx.AsyncClient, dsn: str) -> No
     assert (await api.get("/v1/code/repositories")).json()["repositories"] == []
 
 
+async def test_an_unknown_symbol_names_the_symbols_it_may_mean(
+    api: httpx.AsyncClient, dsn: str
+) -> None:
+    """A 404 for a symbol name lists the qualified names whose own name is its last part
+    (those ending with the name as written first, then the shortest), in the message and
+    as ``did_you_mean``: an agent often knows a function's name, not its module path."""
+    files = {
+        "a/x.py": "def run():\n    return 1\n",
+        "b/tools/x.py": "def run():\n    return 2\n",
+        "b/tools/y.py": "class Job:\n    def run(self):\n        return 3\n",
+    }
+    r = await api.post("/v1/code/index", json={"repository": "runs", "files": files_json(files)})
+    assert r.status_code == 202, r.text
+    await drain(dsn)
+    expected = {
+        "run": ["a.x.run", "b.tools.x.run", "b.tools.y.Job.run"],
+        "x.run": ["a.x.run", "b.tools.x.run", "b.tools.y.Job.run"],
+        "tools.x.run": ["b.tools.x.run", "a.x.run", "b.tools.y.Job.run"],
+        "Job.run": ["b.tools.y.Job.run", "a.x.run", "b.tools.x.run"],
+    }
+    for name, names in expected.items():
+        r = await api.get(f"/v1/code/graph/runs/symbols/{name}")
+        assert r.status_code == 404, r.text
+        assert r.json()["did_you_mean"] == names, (name, r.json())
+    r = await api.get("/v1/code/graph/runs/symbols/run")
+    assert r.json()["detail"] == (
+        "symbol run not found; did you mean a.x.run, b.tools.x.run or b.tools.y.Job.run?"
+    )
+    # The same for a walk's start and a path's ends; a name nothing shares gets no list.
+    r = await api.post("/v1/code/graph/traverse", json={"repository": "runs", "start": "y.Job.run"})
+    assert r.status_code == 404 and r.json()["did_you_mean"][0] == "b.tools.y.Job.run", r.text
+    r = await api.get("/v1/code/graph/runs/path", params={"from": "a.x.run", "to": "Job.run"})
+    assert r.status_code == 404 and r.json()["did_you_mean"][0] == "b.tools.y.Job.run", r.text
+    r = await api.get("/v1/code/graph/runs/symbols/walk")
+    assert r.status_code == 404 and "did_you_mean" not in r.json(), r.text
+    assert r.json()["detail"] == "symbol walk not found"
+    # A name that exists answers as before.
+    assert (await api.get("/v1/code/graph/runs/symbols/a.x.run")).status_code == 200
+
+
 async def test_archive_upload(api: httpx.AsyncClient, dsn: str) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:

@@ -175,7 +175,8 @@ async def _bad_input(_req: Request, exc: Exception) -> JSONResponse:
 
 
 async def _not_found(_req: Request, exc: Exception) -> JSONResponse:
-    return problem(404, str(exc))
+    suggestions = getattr(exc, "suggestions", None)
+    return problem(404, str(exc), **({"did_you_mean": suggestions} if suggestions else {}))
 
 
 async def _conflict(_req: Request, exc: Exception) -> JSONResponse:

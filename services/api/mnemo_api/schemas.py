@@ -277,6 +277,9 @@ class Problem(BaseModel):
 
     detail: str
     errors: list[FieldError] | None = None
+    did_you_mean: list[str] | None = Field(
+        None, description="404 of an unknown symbol: qualified names it may have meant"
+    )
 
 
 # Documented on every route (app-level `responses`), so clients and fuzzers know them.

@@ -236,7 +236,7 @@ def cmd_search(args: argparse.Namespace, c: Client) -> int:
         _print_json(data)
         return 0
     for note in data.get("notes", []):
-        err.print(note, style="yellow")
+        err.print(note, style="yellow", soft_wrap=True)
     for r in data["results"]:
         console.print(
             f"[bold]{r['scores']['fused']:.4f}[/]  {shown(r['qualified_name'])}  "
@@ -264,6 +264,13 @@ def cmd_symbol(args: argparse.Namespace, c: Client) -> int:
     if args.json:
         _print_json(data if args.which == "symbol" else data[args.which])
         return 0
+    if args.which == "symbol":
+        console.print(
+            f"{shown(data['kind'])} [bold]{shown(data['qualified_name'])}[/]  "
+            f"[dim]{shown(data['path'])}:{data['start_line']}-{data['end_line']}[/]"
+        )
+        if data["signature"]:
+            console.print(f"    {plain(data['signature'])}", markup=False)
     if args.which in ("symbol", "callers"):
         console.print(_symbol_rows(f"callers of {args.qualified_name}", data["callers"]))
     if args.which in ("symbol", "callees"):

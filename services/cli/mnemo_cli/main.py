@@ -28,6 +28,8 @@ FINISHED = ("succeeded", "failed", "cancelled")
 # soft_wrap: lines are never cut by rich (a terminal wraps them; a pipe gets them whole,
 # ids and all); tables still fit the width.
 console = Console(soft_wrap=True)
+# Errors and notes are printed with soft_wrap too (a long symbol name stays on its line in a
+# pipe); the console itself keeps wrapping for the progress bars drawn on it.
 err = Console(stderr=True)
 
 
@@ -78,7 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_events_add(args: argparse.Namespace, c: Client) -> int:
     if not args.text.strip():
-        err.print("mnemo: nothing to add: the event's text is empty", style="red")
+        err.print("mnemo: nothing to add: the event's text is empty", style="red", soft_wrap=True)
         return 2
     body = {"content": {"text": args.text}, "metadata": _meta(args.meta or [])}
     data = post_once(c, "/v1/events", json=body)
@@ -407,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, "json", False):  # scripts read errors as they read answers
             print(json.dumps({"error": exc.detail, "status": exc.status or None}), file=sys.stderr)
         else:
-            err.print(f"mnemo: {shown(exc)}", style="red")
+            err.print(f"mnemo: {shown(exc)}", style="red", soft_wrap=True)
         code = 1
     except KeyboardInterrupt:
         code = 130

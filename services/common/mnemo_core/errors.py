@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -25,10 +25,18 @@ class MigrationError(MnemoError):
 
 
 class NotFound(MnemoError):
-    def __init__(self, what: str, ident: object) -> None:
-        super().__init__(f"{what} {ident} not found")
+    """``what`` ``ident`` does not exist; ``suggestions``: names that do, which the caller
+    may have meant (said in the message too)."""
+
+    def __init__(self, what: str, ident: object, *, suggestions: Sequence[str] = ()) -> None:
+        hint = ""
+        if suggestions:
+            *head, last = suggestions
+            hint = f"; did you mean {', '.join(head)}{' or ' if head else ''}{last}?"
+        super().__init__(f"{what} {ident} not found{hint}")
         self.what = what
         self.ident = ident
+        self.suggestions = list(suggestions)
 
 
 class Conflict(MnemoError):

@@ -15,6 +15,8 @@ from mnemo_core.queries import Q
 RELATIONSHIPS = ("contains", "calls", "imports")
 MAX_DEPTH = 6
 MAX_NODES = 2000
+#: At most this many names are suggested for an unknown symbol.
+SUGGESTIONS = 5
 
 
 async def symbol(
@@ -24,7 +26,7 @@ async def symbol(
     if not rows:
         if not await conn.fetchval(Q["repository_exists"], repository):
             raise NotFound("repository", repository)
-        raise NotFound("symbol", qualified_name)
+        raise await _unknown_symbol(conn, repository, qualified_name)
     first = rows[0]
     callers = await conn.fetch(Q["callers"], repository, qualified_name, limit)
     callees = await conn.fetch(Q["callees"], repository, qualified_name, limit)
@@ -74,7 +76,16 @@ async def _check_known(conn: asyncpg.Connection, repository: str, *names: str) -
         raise NotFound("repository", repository)
     missing = await conn.fetch(Q["symbols_missing"], repository, list(names))
     if missing:
-        raise NotFound("symbol", missing[0]["name"])
+        raise await _unknown_symbol(conn, repository, missing[0]["name"])
+
+
+async def _unknown_symbol(conn: asyncpg.Connection, repository: str, name: str) -> NotFound:
+    """The 404 of a name no symbol of the repository goes by, with the qualified names of
+    those its last part names (a short name, ``in_transaction``, or a tail of one, finds
+    ``app.db.in_transaction``): an agent often knows only that much."""
+    short = name.rsplit(".", 1)[-1]
+    rows = await conn.fetch(Q["symbol_suggestions"], repository, name, short, SUGGESTIONS)
+    return NotFound("symbol", name, suggestions=[r["q"] for r in rows])
 
 
 async def traverse(

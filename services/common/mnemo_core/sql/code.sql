@@ -26,6 +26,19 @@ WHERE NOT EXISTS (SELECT 1 FROM code_chunks c WHERE c.repository = $1 AND c.qual
   AND NOT EXISTS (SELECT 1 FROM code_edges e WHERE e.repository = $1 AND e.source = n.name)
 ORDER BY n.i;
 
+-- symbol_suggestions --
+-- Up to $4 qualified names of repository $1's symbols that $2, which names none, may have
+-- meant: those whose own name is $3 ($2's last dotted part). Those that end with $2 come
+-- first (a qualified name written without its first parts: `db.connect` for
+-- `app.store.db.connect`), then the shortest. A split unit's pieces count as the unit.
+SELECT q FROM (
+    SELECT DISTINCT split_part(qualified_name, '@', 1) AS q
+    FROM code_chunks
+    WHERE repository = $1 AND name = $3 AND kind NOT IN ('module', 'section', 'window')
+) AS s
+ORDER BY right(q, length($2) + 1) = '.' || $2 DESC, length(q), q
+LIMIT $4;
+
 -- list_repositories --
 -- Every repository with its counts, languages and embedding coverage.
 SELECT r.name, r.created_at, r.last_indexed_at, r.last_commit, r.last_job_id,
