@@ -199,6 +199,30 @@ async def test_a_405_names_every_method_served_at_the_path(api: httpx.AsyncClien
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "path.event_id"
 
 
+async def test_a_path_no_route_serves_is_a_404_naming_it_and_the_right_one(
+    api: httpx.AsyncClient,
+) -> None:
+    """A trailing slash got a 307 to the path without it: no body (curl printed nothing),
+    an empty answer for clients that do not follow redirects, and for those that do, the
+    body and the key sent again to a URL built from the Host header and the API's scheme.
+    It is a 404 now that names the path the API does serve."""
+    cases = {
+        ("POST", "/v1/events/"): "no route at /v1/events/; did you mean /v1/events?",
+        ("GET", "/v1/jobs/"): "no route at /v1/jobs/; did you mean /v1/jobs?",
+        ("GET", "/health//"): "no route at /health//; did you mean /health?",
+        ("GET", "/v1/queues/x/"): "no route at /v1/queues/x/",
+        ("GET", "/v1/nothing"): "no route at /v1/nothing",
+    }
+    for (method, path), detail in cases.items():
+        body = {"content": {"text": "x"}} if method == "POST" else None
+        r = await api.request(method, path, json=body)
+        assert r.status_code == 404 and "location" not in r.headers, (path, r.headers)
+        assert r.json() == {"detail": detail}, (path, r.text)
+    # A route's own 404 (an unknown id) is as before.
+    r = await api.get(f"/v1/jobs/{uuid.uuid4()}")
+    assert r.status_code == 404 and r.json()["detail"].startswith("job "), r.text
+
+
 async def test_unknown_query_parameters_are_refused(api: httpx.AsyncClient) -> None:
     """A misspelt filter (`filter` for `filter_metadata`) widened the search silently."""
     r = await api.get("/v1/search", params={"q": "x", "filter": '{"tag": "home"}'})

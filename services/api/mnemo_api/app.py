@@ -74,6 +74,12 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         # /metrics and JSON logs, and configures no OTel provider. Left on, every request
         # looks the global providers up again (environment reads, isinstance checks).
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # A path with a slash too many (or too few) is a 404 that names the right one
+        # (errors.no_route), not a 307 to it: the redirect had no body (curl printed
+        # nothing), clients that do not follow it saw an empty answer, and those that do
+        # sent the body and the key again, to a URL built from the Host header and the
+        # scheme the API saw (http behind a proxy that ends TLS).
+        redirect_slashes=False,
     )
     errors.install(app)
     ops_metrics = app.state.ops = metrics.Ops(settings)

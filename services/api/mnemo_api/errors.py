@@ -120,6 +120,17 @@ def not_allowed(req: Request) -> JSONResponse:
     return resp
 
 
+def no_route(req: Request) -> JSONResponse:
+    """The 404 of a path no route serves, naming the path; when the same path with its
+    trailing slash dropped (or added) is served, that one too."""
+    path = req.scope["path"]
+    other = path.rstrip("/") if path.endswith("/") else path + "/"
+    hint = ""
+    if other and allowed_methods(Request({**req.scope, "path": other}))[0]:
+        hint = f"; did you mean {other}?"
+    return problem(404, f"no route at {path}{hint}")
+
+
 async def _invalid(req: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     found = exc.errors()
@@ -164,6 +175,8 @@ async def _http(req: Request, exc: Exception) -> JSONResponse:
         return problem(422, "body: a number has more than 4300 digits")
     if exc.status_code == 405:
         return not_allowed(req)
+    if exc.status_code == 404 and "endpoint" not in req.scope:
+        return no_route(req)  # the router's own 404: no route matched
     resp = problem(exc.status_code, str(exc.detail))
     for k, v in (exc.headers or {}).items():
         resp.headers[k] = v
