@@ -477,6 +477,40 @@ async def test_own_and_non_browser_writes_pass_the_guard(
     assert r.status_code == 200, r.text
 
 
+async def test_without_sec_fetch_site_a_foreign_origin_cannot_write(
+    api: httpx.AsyncClient,
+) -> None:
+    """Browsers too old to send Sec-Fetch-Site still send Origin with a cross-origin write:
+    one that is not this server's own (host and port against Host; ``null``) is refused,
+    as is a write that names another site in Sec-Fetch-Site whatever its Origin."""
+    body = {"content": {"text": "x"}}
+    for origin in ("http://evil.test", "null", "http://localhost:1", "http://127.0.0.1"):
+        headers = {"origin": origin, "host": "127.0.0.1:8000"}
+        r = await api.post("/v1/events", json=body, headers=headers)
+        assert r.status_code == 403, (origin, r.text)
+        assert r.json()["detail"] == (
+            f"refused: a page of another site cannot write here (Origin: {origin})"
+        )
+    r = await api.post(
+        "/v1/events",
+        json=body,
+        headers={"origin": "http://127.0.0.1:8000", "sec-fetch-site": "cross-site"},
+    )
+    assert r.status_code == 403 and "Sec-Fetch-Site: cross-site" in r.json()["detail"]
+    # The server's own origin (a default port written or not), or a browser that says
+    # same-origin, writes; reads are never refused.
+    for origin, host, site in (
+        ("http://127.0.0.1:8000", "127.0.0.1:8000", None),
+        ("http://localhost", "localhost:80", None),
+        ("http://evil.test", "127.0.0.1:8000", "same-origin"),
+    ):
+        headers = {"origin": origin, "host": host, **({"sec-fetch-site": site} if site else {})}
+        r = await api.post("/v1/events", json=body, headers=headers)
+        assert r.status_code == 202, (origin, r.text)
+    r = await api.get("/v1/jobs", headers={"origin": "http://evil.test"})
+    assert r.status_code == 200, r.text
+
+
 async def test_without_keys_only_local_and_listed_host_names_are_served(dsn: str) -> None:
     """DNS rebinding: a page under its own name, pointed at 127.0.0.1, is refused."""
     async for api in client_for(make_settings(dsn, allowed_hosts="mnemo.lan")):

@@ -162,8 +162,12 @@ class CrossSiteGuard:
     multipart upload of an archive with ``prune`` among them), and without API keys nothing
     else stops it. Browsers say where a request comes from in ``Sec-Fetch-Site``, which a
     page cannot set; clients that are not browsers (curl, the CLI, SDKs) send none and are
-    not affected, nor is the operator page (``same-origin``). The API serves no CORS
-    headers, so no page of another site could read an answer anyway."""
+    not affected, nor is the operator page (``same-origin``). A browser too old to send it
+    (before 2023 for Safari) still sends ``Origin`` with a cross-origin write: without
+    ``Sec-Fetch-Site``, an ``Origin`` that is not this server's own (its host and port
+    are not the ``Host`` header's; ``null``, a sandboxed or local page) is refused too.
+    The API serves no CORS headers, so no page of another site could read an answer
+    anyway."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -171,15 +175,39 @@ class CrossSiteGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] not in _SAFE_METHODS:
             site = _header(scope, b"sec-fetch-site").lower()
+            origin = b"" if site else _header(scope, b"origin")
             if site and site not in _OWN_SITE:
-                await _reply(
-                    send,
-                    403,
-                    f"refused: a page of another site cannot write here "
-                    f"(Sec-Fetch-Site: {site[:64].decode('latin-1')})",
-                )
+                said = f"Sec-Fetch-Site: {site[:64].decode('latin-1')}"
+            elif origin and not _same_origin(origin, _header(scope, b"host")):
+                said = f"Origin: {origin[:200].decode('latin-1')}"
+            else:
+                await self.app(scope, receive, send)
                 return
+            await _reply(send, 403, f"refused: a page of another site cannot write here ({said})")
+            return
         await self.app(scope, receive, send)
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _same_origin(origin: bytes, host: bytes) -> bool:
+    """Whether an ``Origin`` header (``scheme://host[:port]``) names the server the
+    ``Host`` header does: the same host and port, a scheme's default port written or
+    not. ``null`` names none."""
+    scheme, sep, authority = origin.decode("latin-1").strip().lower().partition("://")
+    if not sep or scheme not in _DEFAULT_PORTS or not authority or "/" in authority:
+        return False
+    port = _DEFAULT_PORTS[scheme]
+    mine = host.decode("latin-1").strip().lower()
+    return _with_port(authority, port) == _with_port(mine, port)
+
+
+def _with_port(authority: str, default: str) -> str:
+    """``host`` -> ``host:<default>``; ``host:port`` and ``[::1]:port`` stay as they are."""
+    if authority.endswith("]") or ":" not in authority.rpartition("]")[2]:
+        return f"{authority}:{default}"
+    return authority
 
 
 @functools.lru_cache(maxsize=256)
