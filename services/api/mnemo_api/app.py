@@ -46,12 +46,14 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             application_name="mnemo-api",
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
+            command_timeout_s=settings.db_command_timeout_s,
         )
         qe = QueryEmbedder(
             pool,
             settings.dsn(),
             timeout_s=settings.query_timeout_s,
             dead_after_s=settings.worker_dead_after_s,
+            acquire_timeout_s=settings.db_acquire_timeout_s,
         )
         app.state.mnemo = st = AppState(settings, pool, qe, QueueStatsCache())
         ops_metrics.start(pool, st.queue_stats, app.state.db_outage)

@@ -16,7 +16,6 @@ from fastapi import Header, Request, Response
 from mnemo_api.state import AppState
 from mnemo_core import idempotency
 from mnemo_core import logging as mlog
-from mnemo_core.db import in_transaction
 from mnemo_core.errors import InvalidInput
 
 log = mlog.get(__name__)
@@ -98,7 +97,7 @@ async def once(
         await idempotency.record(conn, key.scope, key.key, answer)
         return answer, False
 
-    answer, replayed = await in_transaction(st.pool, claimed)
+    answer, replayed = await st.transaction(claimed)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     await _purge_expired_keys(st)
@@ -114,7 +113,7 @@ async def _purge_expired_keys(st: AppState) -> None:
         return
     st.idempotency_purge_at = now + PURGE_EVERY_S  # before the await: one purge at a time
     try:
-        async with st.pool.acquire() as conn:
+        async with st.acquire() as conn:
             gone = await idempotency.purge(conn, ttl_s=st.settings.idempotency_ttl_s)
     except Exception as exc:  # never turns a stored write into an error
         log.warning("idempotency_purge_failed", error=str(exc) or type(exc).__name__)

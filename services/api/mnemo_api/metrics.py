@@ -124,7 +124,7 @@ class OpsMonitor:
     async def _refresh(self) -> None:
         dead_after = self.settings.worker_dead_after_s
         try:
-            queues = await self.queue_stats.get(self.pool)
+            queues = await self.queue_stats.get(self.pool, acquire_timeout_s=5)
             async with self.pool.acquire(timeout=5) as conn:
                 jobs = [(r["kind"], r["status"], r["n"]) for r in await conn.fetch(Q["job_counts"])]
                 kinds = [dict(r) for r in await workers.totals(conn, dead_after)]

@@ -24,11 +24,20 @@ log = mlog.get(__name__)
 
 
 class QueryEmbedder:
-    def __init__(self, pool: asyncpg.Pool, dsn: str, *, timeout_s: float, dead_after_s: float):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dsn: str,
+        *,
+        timeout_s: float,
+        dead_after_s: float,
+        acquire_timeout_s: float | None = None,
+    ):
         self.pool = pool
         self.dsn = dsn
         self.timeout_s = timeout_s
         self.dead_after_s = dead_after_s
+        self.acquire_timeout_s = acquire_timeout_s  # AppState.acquire
         self.channel = f"mnemo_query_answer_{uuid.uuid4().hex[:12]}"
         self._listener: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
@@ -65,7 +74,7 @@ class QueryEmbedder:
     async def _embedders_alive(self) -> int:
         now = time.monotonic()
         if now - self._live_checked > 2.0 or self._live == 0:
-            async with self.pool.acquire() as conn:
+            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
                 self._live = await workers.live_count(conn, "embedder", self.dead_after_s)
             self._live_checked = now
         return self._live
@@ -81,19 +90,22 @@ class QueryEmbedder:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
-            async with self.pool.acquire() as conn:
+            # A TimeoutError of the database's (no connection, no answer to the ask) is
+            # the database's 503, not the embedder's.
+            async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
                 await conn.execute(
                     Q["ask_query_embedding"], {"rid": rid, "text": text, "reply_to": self.channel}
                 )
-            await asyncio.wait_for(fut, self.timeout_s)
-        except TimeoutError:
-            self._live_checked = 0.0
-            raise EmbedderUnavailable(
-                f"no embedder answered within {self.timeout_s:g}s; try again later"
-            ) from None
+            try:
+                await asyncio.wait_for(fut, self.timeout_s)
+            except TimeoutError:
+                self._live_checked = 0.0
+                raise EmbedderUnavailable(
+                    f"no embedder answered within {self.timeout_s:g}s; try again later"
+                ) from None
         finally:
             self._waiting.pop(rid, None)
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn:
             answer = await conn.fetchrow(Q["take_query_answer"], rid)
         if answer is None:
             raise EmbedderUnavailable("the embedder's answer was lost; try again")

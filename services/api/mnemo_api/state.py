@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from fastapi import Request
 
 from mnemo_api.query_embedding import QueryEmbedder
 from mnemo_core import queue
+from mnemo_core.db import in_transaction
 from mnemo_core.settings import Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,10 +28,12 @@ class QueueStatsCache:
     _at: float = 0.0
     _value: list[dict[str, Any]] = field(default_factory=list)
 
-    async def get(self, pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    async def get(
+        self, pool: asyncpg.Pool, *, acquire_timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
         now = time.monotonic()
         if now - self._at > self.ttl_s:
-            async with pool.acquire() as conn:
+            async with pool.acquire(timeout=acquire_timeout_s) as conn:
                 self._value = [s.to_json() for s in await queue.stats(conn)]
             self._at = now
         return self._value
@@ -48,6 +54,20 @@ class AppState:
     )
     # When this process may next delete expired idempotency keys (monotonic seconds).
     idempotency_purge_at: float = 0.0
+
+    def acquire(self) -> Any:
+        """A pooled connection (``async with st.acquire() as conn``), waited for at most
+        ``MNEMO_DB_ACQUIRE_TIMEOUT_S``, then ``TimeoutError`` (a 503). While a stalled
+        database held every connection, each request behind them waited for one, then
+        stalled on its own statement: 14 requests at once got their 503 after 60 and 120 s
+        (README, Not built yet)."""
+        return self.pool.acquire(timeout=self.settings.db_acquire_timeout_s)
+
+    async def transaction(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """``work`` in a transaction (db.in_transaction), on a connection got as ``acquire``."""
+        return await in_transaction(
+            self.pool, work, acquire_timeout_s=self.settings.db_acquire_timeout_s
+        )
 
 
 async def state(request: Request) -> AppState:

@@ -160,6 +160,7 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S,
+    command_timeout_s: float = 60.0,
 ) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
@@ -168,7 +169,7 @@ async def create_pool(
             max_size=max_size,
             init=init_connection,
             reset=keep_session,
-            command_timeout=60,
+            command_timeout=command_timeout_s,
             server_settings={
                 "application_name": application_name[:63],
                 "idle_in_transaction_session_timeout": str(int(idle_in_transaction_s * 1000)),
@@ -193,7 +194,11 @@ async def connect(dsn: str, *, application_name: str) -> asyncpg.Connection:
 
 
 async def in_transaction(
-    pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], *, attempts: int = 3
+    pool: asyncpg.Pool,
+    work: Callable[[asyncpg.Connection], Awaitable[T]],
+    *,
+    attempts: int = 3,
+    acquire_timeout_s: float | None = None,
 ) -> T:
     """``work(conn)`` in a transaction, run again (up to ``attempts`` times in all, after a
     few random milliseconds) when PostgreSQL ends it for a deadlock or a serialization
@@ -208,7 +213,7 @@ async def in_transaction(
     )
     async for attempt in retrying:
         with attempt:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire(timeout=acquire_timeout_s) as conn, conn.transaction():
                 return await work(conn)
     raise AssertionError("unreachable: tenacity either returns an attempt or raises")
 

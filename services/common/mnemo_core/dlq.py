@@ -196,17 +196,19 @@ async def replay(
     ids: list[int] | None = None,
     *,
     hooks: dict[str, QueueHooks] | None = None,
+    acquire_timeout_s: float | None = None,
 ) -> ReplayResult:
-    """Replay the given dead letters, or all of them (in transactions of REPLAY_CHUNK)."""
+    """Replay the given dead letters, or all of them (in transactions of REPLAY_CHUNK);
+    each connection waited for at most ``acquire_timeout_s``."""
     dlq = resolve(name)
     hooks = default_hooks() if hooks is None else hooks
     result = ReplayResult(dlq)
-    async with pool.acquire() as conn:
+    async with pool.acquire(timeout=acquire_timeout_s) as conn:
         await _check_exists(conn, dlq)
     after = 0
     wanted = sorted(set(ids)) if ids is not None else None
     while True:
-        async with pool.acquire() as conn, conn.transaction():
+        async with pool.acquire(timeout=acquire_timeout_s) as conn, conn.transaction():
             rows = await conn.fetch(Q[f"dlq_take_{dlq}"], wanted, after, REPLAY_CHUNK)
             for r in rows:
                 await _replay_one(conn, dlq, r, hooks.get(DLQS[dlq]), result)

@@ -159,7 +159,13 @@ async def migrate_when_ready(
 
 
 async def open_pool(
-    dsn: str, *, application_name: str, min_size: int, max_size: int, within_s: float = 120.0
+    dsn: str,
+    *,
+    application_name: str,
+    min_size: int,
+    max_size: int,
+    command_timeout_s: float = 60.0,
+    within_s: float = 120.0,
 ) -> asyncpg.Pool:
     """A service's pool, once its database is up with the schema in place. The database can
     go away again between that check and the pool's first connection (the embedder loads
@@ -174,7 +180,11 @@ async def open_pool(
         )
         try:
             return await db.create_pool(
-                dsn, application_name=application_name, min_size=min_size, max_size=max_size
+                dsn,
+                application_name=application_name,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout_s=command_timeout_s,
             )
         except DatabaseUnavailable as exc:
             if loop.time() > deadline:

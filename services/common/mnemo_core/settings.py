@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     db_name: str = "mnemolite"
     db_pool_min: int = 1
     db_pool_max: int = 10
+    # Waits on PostgreSQL: a statement (every service), and a free pooled connection (the
+    # API). A database that stalls (holds its connections, answers nothing) costs a request
+    # at most these before its 503.
+    db_command_timeout_s: float = Field(default=60.0, gt=0)
+    db_acquire_timeout_s: float = Field(default=10.0, gt=0)
     data_dir: Path = Path(".mnemolite")
 
     # API

@@ -42,7 +42,11 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
     log.info("model_loaded", model=model.name, dim=model.dim)
     # The database may have gone away while the model loaded: wait for it again.
     pool = await service.open_pool(
-        settings.dsn(), application_name=app_name, min_size=1, max_size=4
+        settings.dsn(),
+        application_name=app_name,
+        min_size=1,
+        max_size=4,
+        command_timeout_s=settings.db_command_timeout_s,
     )
     try:
         worker = EmbedWorker(pool, model, settings, worker_id=worker_id, once=args.once)

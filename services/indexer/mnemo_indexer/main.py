@@ -41,7 +41,11 @@ async def amain(args: argparse.Namespace, settings: Settings) -> int:
         except FileFailed as exc:
             raise RuntimeError(f"the parser cannot parse: {exc.reason}") from exc
         pool = await service.open_pool(  # waits for the database and its schema
-            settings.dsn(), application_name=app_name, min_size=1, max_size=4
+            settings.dsn(),
+            application_name=app_name,
+            min_size=1,
+            max_size=4,
+            command_timeout_s=settings.db_command_timeout_s,
         )
         try:
             worker = IndexWorker(pool, settings, parser, worker_id=worker_id, once=args.once)

@@ -36,7 +36,6 @@ from mnemo_api.schemas import Count, SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch, idempotency
 from mnemo_core import graph as graphs
-from mnemo_core.db import in_transaction
 from mnemo_core.errors import EmbedderUnavailable, InvalidInput, NotFound, validation_message
 from mnemo_core.queries import Q
 from mnemo_core.text import CHUNK_KINDS
@@ -415,7 +414,7 @@ async def _index(
         return idempotency.Answer(202, accepted)
 
     if keyed is None:
-        answer = await in_transaction(st.pool, store)
+        answer = await st.transaction(store)
     else:
         answer = await idempotent.once(st, *keyed, store, response)
     response.status_code = answer.status
@@ -428,14 +427,14 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
     filters = codesearch.Filters(body.repository, body.language, body.kind, body.path_prefix)
     n = max(body.limit * 4, 50)
     if body.repository is not None:
-        async with st.pool.acquire() as conn:
+        async with st.acquire() as conn:
             if not await conn.fetchval(Q["repository_exists"], body.repository):
                 raise NotFound("repository", body.repository)
     notes: list[str] = []
     lex: list[tuple[int, float]] = []
     vec: list[tuple[int, float]] = []
     if body.mode in ("hybrid", "lexical"):
-        async with st.pool.acquire() as conn:
+        async with st.acquire() as conn:
             lex = await codesearch.lexical(conn, body.q, filters, n)
     if body.mode in ("hybrid", "vector"):
         try:
@@ -445,12 +444,12 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
                 raise
             notes.append(f"lexical results only: {exc}")
         else:
-            async with st.pool.acquire() as conn:
+            async with st.acquire() as conn:
                 vec = await codesearch.vector(
                     conn, qv, st.settings.embedding_model, filters, n, st.settings.search_ef
                 )
     fused = codesearch.rrf([[i for i, _ in lex], [i for i, _ in vec]])
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         results = await codesearch.results(conn, fused, dict(lex), dict(vec), body.limit)
     return {
         "results": results,
@@ -502,14 +501,14 @@ async def symbol(
     st: AppState = Depends(state),
 ) -> dict[str, Any]:
     """A symbol with its callers and callees (qualified name, path, line)."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         return await graphs.symbol(conn, repository, qualified_name)
 
 
 @router.post("/graph/traverse", response_model=None, responses=documented(Traversal))
 async def traverse(body: TraverseIn, st: AppState = Depends(state)) -> dict[str, Any]:
     """Everything reachable from ``start`` within ``max_depth`` hops."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         return await graphs.traverse(
             conn,
             body.repository,
@@ -530,7 +529,7 @@ async def call_path(
 ) -> dict[str, Any]:
     """The shortest chain of resolved calls from ``from`` to ``to`` (``path`` is null when
     there is none within ``max_depth``)."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         path = await graphs.call_path(conn, repository, source, target, max_depth=max_depth)
     return {
         "repository": repository,
@@ -544,12 +543,12 @@ async def call_path(
 @router.get("/repositories", response_model=None, responses=documented(Repositories))
 async def repositories(st: AppState = Depends(state)) -> dict[str, Any]:
     """Files, chunks, symbols, edges, languages, last indexed and embedding coverage."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         return {"repositories": await code.list_repositories(conn)}
 
 
 @router.delete("/repositories/{name}", status_code=204)
 async def delete_repository(name: RepoInPath, st: AppState = Depends(state)) -> Response:
     """Remove a repository and everything of it."""
-    await in_transaction(st.pool, lambda conn: code.delete_repository(conn, name))
+    await st.transaction(lambda conn: code.delete_repository(conn, name))
     return Response(status_code=204)

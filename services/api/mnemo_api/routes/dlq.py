@@ -38,7 +38,7 @@ async def list_dead_letters(
 ) -> dict[str, Any]:
     """Dead letters of ``embed_dlq`` or ``index_dlq`` (``embed`` / ``index`` work too), oldest
     first, each with its error and original message. Reading does not consume them."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         return await dlq.list_letters(conn, queue, after=after, limit=limit)
 
 
@@ -49,4 +49,7 @@ async def replay_dead_letters(
     """Send dead letters back to their queue: their failed items become pending again and
     their jobs re-open. Messages of cancelled jobs stay (``skipped``); retry the job instead."""
     ids = body.ids if body is not None else None
-    return (await dlq.replay(st.pool, queue, ids)).to_json()
+    replayed = await dlq.replay(
+        st.pool, queue, ids, acquire_timeout_s=st.settings.db_acquire_timeout_s
+    )
+    return replayed.to_json()

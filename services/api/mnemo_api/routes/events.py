@@ -28,7 +28,6 @@ from mnemo_api.schemas import (
 )
 from mnemo_api.state import AppState, state
 from mnemo_core import events, idempotency
-from mnemo_core.db import in_transaction
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -98,7 +97,7 @@ async def _accept(
     validated, is what identifies the request."""
     key = idempotent.key_of(http) if http is not None else None
     if key is None:
-        async with st.pool.acquire() as conn:  # one statement: atomic without BEGIN
+        async with st.acquire() as conn:  # one statement: atomic without BEGIN
             return answer_of(await _ingest(conn, st, new))
     assert body is not None and response is not None
 
@@ -273,7 +272,7 @@ async def list_events(
         ts_end=ts_end,
     )  # a ValidationError here answers 422 naming the query parameter (errors.py)
     after = cursors.decode(cursor) if cursor else None
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         rows = await events.list_page(
             conn,
             metadata=filters.filter_metadata,
@@ -290,7 +289,7 @@ async def list_events(
 
 @router.get("/{event_id}", response_model=None, responses=documented(Event))
 async def get_event(event_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         return await events.get(conn, event_id)
 
 
@@ -300,11 +299,11 @@ async def patch_metadata(
 ) -> dict[str, Any]:
     """Merge keys into the event's metadata (top level; a key given replaces its value) after
     removing the keys listed in ``remove``."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         return await events.merge_metadata(conn, event_id, body.metadata, body.remove)
 
 
 @router.delete("/{event_id}", status_code=204)
 async def delete_event(event_id: uuid.UUID, st: AppState = Depends(state)) -> Response:
-    await in_transaction(st.pool, lambda conn: events.delete(conn, event_id))
+    await st.transaction(lambda conn: events.delete(conn, event_id))
     return Response(status_code=204)

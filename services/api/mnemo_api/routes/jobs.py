@@ -11,7 +11,6 @@ from mnemo_api import cursors
 from mnemo_api.answers import Job, JobPage, RetriedJob, documented
 from mnemo_api.state import AppState, state
 from mnemo_core import code, jobs
-from mnemo_core.db import in_transaction
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -23,7 +22,7 @@ Kind = Literal["embed_events", "index_repository"]
 @router.get("/{job_id}", response_model=None, responses=documented(Job))
 async def get_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Status, progress {total, done, failed}, attempts, error, timestamps, failed items."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         job = await jobs.get(conn, job_id)
         if job["kind"] == code.INDEX_JOB:
             job["detail"] = await code.job_detail(conn, job_id)
@@ -40,7 +39,7 @@ async def list_jobs(
 ) -> dict[str, Any]:
     """Newest first; pass ``next_cursor`` back as ``cursor`` for the next page."""
     after = cursors.decode(cursor) if cursor else None
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         rows = await jobs.list_page(conn, status=status, kind=kind, limit=limit + 1, after=after)
     page = rows[:limit]
     nxt = cursors.encode(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
@@ -52,8 +51,8 @@ async def list_jobs(
 )
 async def retry_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Re-queue the failed items of a failed job (and the skipped ones of a cancelled job)."""
-    return await in_transaction(
-        st.pool, lambda conn: jobs.retry(conn, job_id, message_batch=st.settings.message_batch)
+    return await st.transaction(
+        lambda conn: jobs.retry(conn, job_id, message_batch=st.settings.message_batch)
     )
 
 
@@ -62,5 +61,5 @@ async def retry_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[st
 )
 async def cancel_job(job_id: uuid.UUID, st: AppState = Depends(state)) -> dict[str, Any]:
     """Stop a queued or running job: workers drop its remaining items."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         return await jobs.cancel(conn, job_id)

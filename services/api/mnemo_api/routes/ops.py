@@ -28,7 +28,7 @@ async def _check(st: AppState, within_s: float = 3.0) -> list[str]:
     the queries: one that holds its connections but answers nothing (stopped, frozen) is
     not ready either. Its migrations still pending."""
     async with asyncio.timeout(within_s):
-        conn = await st.pool.acquire()
+        conn = await st.acquire()
     try:
         async with asyncio.timeout(within_s):
             await conn.fetchval(Q["ping"])
@@ -76,13 +76,17 @@ async def ready(st: AppState = Depends(state)) -> JSONResponse:
 @router.get("/v1/queues", response_model=None, responses=documented(Queues))
 async def queues(st: AppState = Depends(state)) -> dict[str, Any]:
     """Depth, visible vs in flight, message ages, totals and dead letters of each queue."""
-    return {"queues": await st.queue_stats.get(st.pool)}
+    return {
+        "queues": await st.queue_stats.get(
+            st.pool, acquire_timeout_s=st.settings.db_acquire_timeout_s
+        )
+    }
 
 
 @router.get("/v1/workers", response_model=None, responses=documented(Workers))
 async def list_workers(st: AppState = Depends(state)) -> dict[str, Any]:
     """Workers seen in the last hour; ``alive`` means a recent heartbeat."""
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         rows = await workers.list_recent(
             conn, seen_within_s=3600, dead_after_s=st.settings.worker_dead_after_s
         )

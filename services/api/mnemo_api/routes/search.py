@@ -30,7 +30,7 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
         assert body.q is not None
         vec = await st.query_embedder.embed(body.q)
     embedded = time.perf_counter()
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         results = await events.search(
             conn,
             vec,

@@ -91,7 +91,7 @@ async def data(request: Request, st: AppState = Depends(state)) -> JSONResponse:
     snap = await monitor.current() if monitor is not None else None
     if monitor is None or snap is None or not monitor.db_up:
         return problem(503, "the database is unavailable; retry shortly")
-    async with st.pool.acquire() as conn:
+    async with st.acquire() as conn:
         recent = [_job(r) for r in await conn.fetch(Q["recent_jobs"], RECENT_JOBS)]
     now = time.time()
     workers = [
