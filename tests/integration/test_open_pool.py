@@ -187,46 +187,57 @@ async def test_a_worker_backs_off_while_the_database_is_away_and_stops_at_once(
     assert all(e["error"] == "connection refused" and e["worker_id"] == "w-away" for e in waits)
 
 
+class Stall:
+    """Every process of a local PostgreSQL stopped (SIGSTOP): a database that holds its
+    connections but answers nothing, until ``end``."""
+
+    def __init__(self, pg: LocalPostgres) -> None:
+        self.pg = pg
+        self.stopped: list[int] = []
+
+    def begin(self) -> None:
+        import psutil
+
+        postmaster = psutil.Process(int((self.pg.pgdata / "postmaster.pid").read_text().split()[0]))
+        self.stopped = [p.pid for p in (postmaster, *postmaster.children())]
+        for pid in self.stopped:
+            os.kill(pid, signal.SIGSTOP)
+
+    def end(self) -> None:
+        for pid in self.stopped:
+            os.kill(pid, signal.SIGCONT)
+        self.stopped = []
+
+
 async def test_ready_answers_503_at_once_when_the_database_stops_answering(
     tmp_path: Path,
 ) -> None:
     """A database that holds its connections but answers nothing (its processes stopped:
     a stall, a freeze) is not ready: /ready says so within its 3 s, where it used to wait
     for the query (asyncpg's 60 s) and could even answer 200 once the stall ended."""
-    import os
-    import signal
-    import time
-
     import httpx
-    import psutil
 
     from mnemo_api.app import create_app
     from tests.integration.test_api import make_settings
 
     pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
     await asyncio.to_thread(pg.start)
-    stopped: list[psutil.Process] = []
+    stall = Stall(pg)
     try:
         app = create_app(make_settings(pg.dsn()))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as api:
                 assert (await api.get("/ready")).status_code == 200
-                postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-                stopped = [psutil.Process(postmaster), *psutil.Process(postmaster).children()]
-                for p in stopped:
-                    os.kill(p.pid, signal.SIGSTOP)
+                stall.begin()
                 started = time.monotonic()
                 r = await api.get("/ready")
                 took = time.monotonic() - started
-                for p in stopped:
-                    os.kill(p.pid, signal.SIGCONT)
-                stopped = []
+                stall.end()
                 assert r.status_code == 503 and r.json()["error"] == "TimeoutError", r.text
                 assert took < 10, took
     finally:
-        for p in stopped:
-            os.kill(p.pid, signal.SIGCONT)
+        stall.end()
         await asyncio.to_thread(pg.stop)
 
 
@@ -238,19 +249,14 @@ async def test_every_request_gets_its_503_within_the_timeouts_when_the_database_
     one after MNEMO_DB_ACQUIRE_TIMEOUT_S. They used to wait for a connection without end,
     then stall on their own statement: 14 requests on 10 connections got their 503 after
     60 s (8) and 120 s (6). The API answers again once the database does."""
-    import os
-    import signal
-    import time
-
     import httpx
-    import psutil
 
     from mnemo_api.app import create_app
     from tests.integration.test_api import make_settings
 
     pg = LocalPostgres(tmp_path / "db", port=free_port(), durable=False)
     await asyncio.to_thread(pg.start)
-    stopped: list[psutil.Process] = []
+    stall = Stall(pg)
     settings = make_settings(
         pg.dsn(), db_pool_max=2, db_command_timeout_s=3, db_acquire_timeout_s=1
     )
@@ -262,10 +268,7 @@ async def test_every_request_gets_its_503_within_the_timeouts_when_the_database_
                 transport=transport, base_url="http://127.0.0.1", timeout=60
             ) as api:
                 assert (await api.get("/v1/jobs")).status_code == 200
-                postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-                stopped = [psutil.Process(postmaster), *psutil.Process(postmaster).children()]
-                for p in stopped:
-                    os.kill(p.pid, signal.SIGSTOP)
+                stall.begin()
                 started = time.monotonic()
 
                 async def one() -> tuple[int, float]:
@@ -273,9 +276,7 @@ async def test_every_request_gets_its_503_within_the_timeouts_when_the_database_
                     return r.status_code, time.monotonic() - started
 
                 answers = await asyncio.gather(*(one() for _ in range(8)))
-                for p in stopped:
-                    os.kill(p.pid, signal.SIGCONT)
-                stopped = []
+                stall.end()
                 assert [status for status, _ in answers] == [503] * 8, answers
                 took = sorted(t for _, t in answers)
                 # At most 2 held a connection (3 s); the others waited 1 s for one. Before,
@@ -289,8 +290,7 @@ async def test_every_request_gets_its_503_within_the_timeouts_when_the_database_
                 else:
                     raise AssertionError("the API did not answer again after the stall")
     finally:
-        for p in stopped:
-            os.kill(p.pid, signal.SIGCONT)
+        stall.end()
         await asyncio.to_thread(pg.stop)
 
 
