@@ -317,3 +317,9 @@ def test_stored_text_prints_as_it_is_without_driving_the_terminal(
         ),
     )
     assert "[/x]" in out
+
+
+def test_help_is_plain_text() -> None:
+    """--help showed the module docstring's reST markup (``mnemo``, ``--json``)."""
+    text = build_parser().format_help()
+    assert "``" not in text and text.count("mnemo: run MnemoLite locally") == 1

@@ -322,6 +322,12 @@ def cmd_delete(args: argparse.Namespace, c: Client) -> int:
     return 0
 
 
+QUALIFIED_NAME_HELP = (
+    "module path and name, as search shows it (pkg.module.Class.method); a short name is "
+    "answered with the qualified names it may mean"
+)
+
+
 def register(sub: Any) -> None:
     ix = sub.add_parser("index", help="index a folder as a repository (incremental)")
     ix.add_argument("path")
@@ -350,13 +356,13 @@ def register(sub: Any) -> None:
         ("callees", "what a symbol calls"),
     ):
         p = code.add_parser(which, help=what)
-        p.add_argument("repository")
-        p.add_argument("qualified_name")
+        p.add_argument("repository", help="a repository's name (mnemo code repos)")
+        p.add_argument("qualified_name", help=QUALIFIED_NAME_HELP)
         p.set_defaults(fn=cmd_symbol, which=which)
     pa = code.add_parser("path", help="shortest call path between two symbols")
-    pa.add_argument("repository")
-    pa.add_argument("source")
-    pa.add_argument("target")
+    pa.add_argument("repository", help="a repository's name (mnemo code repos)")
+    pa.add_argument("source", help="the caller's qualified name")
+    pa.add_argument("target", help="the callee's qualified name")
     pa.set_defaults(fn=cmd_path)
     code.add_parser("repos", help="indexed repositories").set_defaults(fn=cmd_repos)
     de = code.add_parser("delete", help="remove a repository and everything of it")

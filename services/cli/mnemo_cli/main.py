@@ -336,7 +336,7 @@ class CommandParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog="mnemo",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),  # the docstring's markup, not --help's
         formatter_class=argparse.RawDescriptionHelpFormatter,
         top=True,
     )
