@@ -203,7 +203,8 @@ async def test_an_unknown_symbol_names_the_symbols_it_may_mean(
 ) -> None:
     """A 404 for a symbol name lists the qualified names whose own name is its last part
     (those ending with the name as written first, then the shortest), in the message and
-    as ``did_you_mean``: an agent often knows a function's name, not its module path."""
+    as ``did_you_mean``: an agent often knows a function's name, not its module path. A
+    repository's name lists the names close to it."""
     files = {
         "a/x.py": "def run():\n    return 1\n",
         "b/tools/x.py": "def run():\n    return 2\n",
@@ -236,6 +237,18 @@ async def test_an_unknown_symbol_names_the_symbols_it_may_mean(
     assert r.json()["detail"] == "symbol walk not found"
     # A name that exists answers as before.
     assert (await api.get("/v1/code/graph/runs/symbols/a.x.run")).status_code == 200
+    # A repository's name with a typo: the names close to it.
+    for r in (
+        await api.get("/v1/code/graph/rusn/symbols/run"),
+        await api.post("/v1/code/graph/traverse", json={"repository": "run", "start": "run"}),
+        await api.get("/v1/code/graph/runs-x/path", params={"from": "a", "to": "b"}),
+        await api.get("/v1/code/search", params={"q": "run", "repository": "rnus"}),
+        await api.delete("/v1/code/repositories/rusn"),
+    ):
+        assert r.status_code == 404 and r.json()["did_you_mean"] == ["runs"], r.text
+        assert r.json()["detail"].endswith("not found; did you mean runs?"), r.text
+    r = await api.get("/v1/code/search", params={"q": "run", "repository": "zzz"})
+    assert r.json() == {"detail": "repository zzz not found"}, r.text
 
 
 async def test_archive_upload(api: httpx.AsyncClient, dsn: str) -> None:

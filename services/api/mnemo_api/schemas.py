@@ -278,7 +278,7 @@ class Problem(BaseModel):
     detail: str
     errors: list[FieldError] | None = None
     did_you_mean: list[str] | None = Field(
-        None, description="404 of an unknown symbol: qualified names it may have meant"
+        None, description="404 of an unknown symbol or repository: the names it may have meant"
     )
 
 

@@ -3,6 +3,7 @@ named by intent; the indexer's writes live in mnemo_indexer."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import uuid
 from collections import Counter
@@ -225,13 +226,20 @@ async def _remove_files(
     await conn.fetch(Q["delete_files"], ids)
 
 
+async def unknown_repository(conn: asyncpg.Connection, name: str) -> NotFound:
+    """The 404 of a name no repository has, with up to 5 names of repositories that are
+    close to it (a typo: ``mnemo`` for ``mnemo-lite``), by difflib's similarity ratio."""
+    names = [r["name"] for r in await conn.fetch(Q["repository_names"])]
+    return NotFound("repository", name, suggestions=difflib.get_close_matches(name, names, n=5))
+
+
 async def delete_repository(conn: asyncpg.Connection, name: str) -> None:
     await conn.execute(Q["lock_repository"], name)
     leaving: Counter[uuid.UUID] = Counter()
     _add(leaving, await conn.fetch(Q["pending_files_of_repository"], name))
     _add(leaving, await conn.fetch(Q["clear_repository_chunks"], name))
     if await conn.fetchval(Q["delete_repository"], name) is None:
-        raise NotFound("repository", name)
+        raise await unknown_repository(conn, name)
     # Jobs that still had work here end cancelled, saying why, not "succeeded" with files
     # indexed into a repository that is gone.
     for job_id in sorted(leaving):

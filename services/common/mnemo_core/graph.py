@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from mnemo_core.code import unknown_repository
 from mnemo_core.errors import NotFound
 from mnemo_core.queries import Q
 
@@ -25,7 +26,7 @@ async def symbol(
     rows = await conn.fetch(Q["symbol"], repository, qualified_name)
     if not rows:
         if not await conn.fetchval(Q["repository_exists"], repository):
-            raise NotFound("repository", repository)
+            raise await unknown_repository(conn, repository)
         raise await _unknown_symbol(conn, repository, qualified_name)
     first = rows[0]
     callers = await conn.fetch(Q["callers"], repository, qualified_name, limit)
@@ -73,7 +74,7 @@ async def _check_known(conn: asyncpg.Connection, repository: str, *names: str) -
     """NotFound for an unknown repository, or for the first of ``names`` that is no node of
     its graph (a walk from it would find nothing: a typo, said as such)."""
     if not await conn.fetchval(Q["repository_exists"], repository):
-        raise NotFound("repository", repository)
+        raise await unknown_repository(conn, repository)
     missing = await conn.fetch(Q["symbols_missing"], repository, list(names))
     if missing:
         raise await _unknown_symbol(conn, repository, missing[0]["name"])

@@ -36,7 +36,7 @@ from mnemo_api.schemas import Count, SafeStr
 from mnemo_api.state import AppState, state
 from mnemo_core import code, codesearch, idempotency
 from mnemo_core import graph as graphs
-from mnemo_core.errors import EmbedderUnavailable, InvalidInput, NotFound, validation_message
+from mnemo_core.errors import EmbedderUnavailable, InvalidInput, validation_message
 from mnemo_core.queries import Q
 from mnemo_core.text import CHUNK_KINDS
 
@@ -429,7 +429,7 @@ async def _search(body: SearchIn, st: AppState) -> dict[str, Any]:
     if body.repository is not None:
         async with st.acquire() as conn:
             if not await conn.fetchval(Q["repository_exists"], body.repository):
-                raise NotFound("repository", body.repository)
+                raise await code.unknown_repository(conn, body.repository)
     notes: list[str] = []
     lex: list[tuple[int, float]] = []
     vec: list[tuple[int, float]] = []

@@ -17,6 +17,10 @@ SELECT pg_advisory_xact_lock(hashtextextended('mnemo-repo:' || $1, 0));
 -- Does repository $1 exist?
 SELECT EXISTS (SELECT 1 FROM code_repositories WHERE name = $1);
 
+-- repository_names --
+-- Every repository's name.
+SELECT name FROM code_repositories ORDER BY name;
+
 -- symbols_missing --
 -- Those of names $2 that are no node of repository $1's graph (no chunk defines them, and
 -- no edge leaves them: a file with only definitions has no chunk of its own, but its
